@@ -41,7 +41,7 @@ class Latent:
     def to(self, device: torch.device | str) -> Latent:
         return Latent(self.z.to(device), self.cat.to(device), self.cont.to(device))
 
-    def __getitem__(self, idx: slice) -> Latent:
+    def __getitem__(self, idx: slice | list[int] | torch.Tensor) -> Latent:
         return Latent(self.z[idx], self.cat[idx], self.cont[idx])
 
     def __len__(self) -> int:

@@ -1,0 +1,53 @@
+# Two commands do everything on a fresh Debian/Ubuntu machine:
+#   make train   set-up, data, a short real training run on CPU (default config)
+#   make test    set-up, then the whole test suite
+PY      := .venv/bin/python
+ACCEL   := .venv/bin/accelerate
+INFOGAN := .venv/bin/infogan
+FASHION ?= /usr/share/datasets/fashion-mnist
+MNIST10K ?= ../shared/data/mnist
+CONFIG  ?= configs/fashion_mnist.yaml
+STEPS   ?= 300
+LAUNCH  ?= launch/cpu.yaml
+ARGS    ?=
+
+# torchrun forwards SIGUSR1 to the workers only when told to (see infogan_dist/stop.py).
+export TORCHELASTIC_SIGNALS_TO_HANDLE := SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1
+export WANDB_SILENT := true
+
+.PHONY: setup data train test lint bench clean
+
+setup:
+	launch/setup.sh
+
+data: setup data/fashion_mnist/train/index.json data/fashion_mnist/test/index.json
+
+data/fashion_mnist/%/index.json:
+	$(INFOGAN) prepare-data --out data/fashion_mnist/$* \
+	  --images $(FASHION)/$(if $(filter test,$*),t10k,train)-images-idx3-ubyte.gz \
+	  --labels $(FASHION)/$(if $(filter test,$*),t10k,train)-labels-idx1-ubyte.gz
+
+# The 10k real MNIST test digits (no internet needed): data.shards=data/mnist/test10k
+data/mnist/test10k/index.json: | setup
+	$(INFOGAN) prepare-data --out data/mnist/test10k --shard-size 1000 \
+	  --images $(MNIST10K)/t10k-images-idx3-ubyte.gz --labels $(MNIST10K)/t10k-labels-idx1-ubyte.gz
+
+# Full MNIST (60k) through torchvision; needs the internet once.
+data/mnist/train/index.json: | setup
+	$(INFOGAN) prepare-data --out data/mnist/train --torchvision MNIST --root data/raw --download
+
+train: data
+	$(ACCEL) launch --config_file $(LAUNCH) train.py --config $(CONFIG) \
+	  run.name=quickstart train.max_steps=$(STEPS) checkpoint.every=100 log.images_every=100 \
+	  train.resume=auto $(ARGS)
+	@echo "run directory: runs/quickstart (checkpoints/, metrics.jsonl, samples/, wandb/)"
+	@ls runs/quickstart/checkpoints runs/quickstart/samples | tail -n 4
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check infogan_dist tests benchmarks train.py
+
+clean:
+	rm -rf runs data .pytest_cache

@@ -1,0 +1,292 @@
+"""`infogan prepare-data`: turn IDX files, a torchvision dataset or an image folder into shards.
+
+    infogan prepare-data --out data/mnist_test --images t10k-images-idx3-ubyte.gz \
+        --labels t10k-labels-idx1-ubyte.gz
+    infogan prepare-data --out data/cifar10/train --torchvision CIFAR10 --root ~/tv --download
+    infogan prepare-data --out data/faces --folder photos/ --size 64
+
+Output: DIR/shard-NNNNNN.tar (per sample `{key}.png` and, with labels, `{key}.cls`) and
+DIR/index.json, written last and atomically so a half-written directory has no index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+from .shards import INDEX_FORMAT, INDEX_NAME
+
+IDX_IMAGES, IDX_LABELS = 2051, 2049  # magic numbers of ubyte IDX with 3 and 1 dimensions
+TORCHVISION = ("MNIST", "FashionMNIST", "CIFAR10", "SVHN", "CelebA")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An unsigned-byte IDX file (.gz or plain) as an array of its declared shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file {path} not found")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"IDX file {path}: broken gzip data ({e})") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= raw[3] <= 4:
+        raise ValueError(f"IDX file {path}: bad magic number; expected an unsigned-byte IDX file")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if len(raw) != header + int(np.prod(dims)):
+        raise ValueError(
+            f"IDX file {path}: header says {dims} ({int(np.prod(dims))} bytes of data) but "
+            f"the file holds {len(raw) - header}; the file is truncated or not IDX"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _encode_png(image_chw: np.ndarray) -> bytes:
+    c = image_chw.shape[0]
+    img = Image.fromarray(image_chw[0] if c == 1 else image_chw.transpose(1, 2, 0),
+                          "L" if c == 1 else "RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)  # fast to write; MNIST-sized files anyway
+    return buf.getvalue()
+
+
+def write_shards(
+    images_uint8_NCHW: np.ndarray,
+    labels: np.ndarray | None,
+    out_dir: str | Path,
+    shard_size: int,
+    source: str,
+    num_classes: int | None,
+) -> dict:
+    """Write shards and index.json (last, atomically); returns the index dict."""
+    images = np.asarray(images_uint8_NCHW)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be uint8 [N, 1 or 3, H, W], got {images.dtype} "
+                         f"{list(images.shape)}")
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("no images to write")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} images")
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Drop the old index first: from here until the new one is written the dir is "unfinished".
+    (out / INDEX_NAME).unlink(missing_ok=True)
+    for old in out.glob("shard-[0-9][0-9][0-9][0-9][0-9][0-9].tar"):
+        old.unlink()
+    pattern = str(out / "shard-").replace("%", "%%") + "%06d.tar"
+    writer = wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, encoder=False, mtime=0)
+    try:
+        for i in range(n):
+            sample = {"__key__": f"{i:08d}", "png": _encode_png(images[i])}
+            if labels is not None:
+                sample["cls"] = str(int(labels[i])).encode("ascii")
+            writer.write(sample)
+    finally:
+        writer.close()
+    counts = [min(shard_size, n - s) for s in range(0, n, shard_size)]
+    index = {
+        "format": INDEX_FORMAT,
+        "shards": [{"name": f"shard-{i:06d}.tar", "count": c} for i, c in enumerate(counts)],
+        "image_shape": [int(x) for x in images.shape[1:]],
+        "has_labels": labels is not None,
+        "num_classes": None if labels is None else int(num_classes or int(labels.max()) + 1),
+        "source": source,
+    }
+    tmp = out / f".{INDEX_NAME}.tmp"
+    tmp.write_text(json.dumps(index, indent=1) + "\n")
+    os.replace(tmp, out / INDEX_NAME)
+    return index
+
+
+# --- sources ------------------------------------------------------------------------------
+
+def _from_idx(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    for path, arr, magic, what in ((images_path, images, IDX_IMAGES, "image"),
+                                   (labels_path, labels, IDX_LABELS, "label")):
+        if 0x800 + arr.ndim != magic:
+            raise ValueError(f"IDX file {path}: magic {0x800 + arr.ndim}, expected {magic} for "
+                             f"{what}s; check the --images/--labels order")
+    if len(images) != len(labels):
+        raise ValueError(f"IDX file {labels_path} has {len(labels)} labels but {images_path} "
+                         f"has {len(images)} images")
+    return images[:, None], labels.astype(np.int64)
+
+
+def _square(img: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size`, then center-crop to size x size."""
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _stack(pil_images: list[Image.Image], names: list[str], size: int | None) -> np.ndarray:
+    """PIL images -> uint8 NCHW: L if all grayscale else RGB; sizes equal or resized."""
+    if size is None:
+        sizes = {im.size for im in pil_images}
+        if len(sizes) > 1:
+            by = {im.size: n for im, n in zip(pil_images, names, strict=True)}
+            (a, na), (b, nb) = list(by.items())[:2]
+            raise ValueError(f"images differ in size ({na}: {a[0]}x{a[1]}, {nb}: {b[0]}x{b[1]});"
+                             " pass --size N to resize and center-crop them to N x N")
+    mode = "L" if all(im.mode in GRAY_MODES for im in pil_images) else "RGB"
+    out = []
+    for im in pil_images:
+        im = im.convert(mode)
+        if size is not None:
+            im = _square(im, size)
+        arr = np.asarray(im)
+        out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def _from_folder(root: str, size: int | None, limit: int | None):
+    base = Path(root)
+    if not base.is_dir():
+        raise FileNotFoundError(f"image folder {base} not found")
+
+    def images_in(d: Path) -> list[Path]:
+        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and images_in(d))
+    top = images_in(base)
+    if classes and top:
+        raise ValueError(f"image folder {base} has images both at the top ({top[0].name}) and in "
+                         "class subfolders; put all of them in subfolders, or none")
+    files = [(p, i) for i, c in enumerate(classes) for p in images_in(base / c)] if classes \
+        else [(p, -1) for p in top]
+    if not files:
+        raise ValueError(f"image folder {base} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+    files = files[:limit] if limit else files
+    pil = []
+    for p, _ in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                pil.append(im)
+        except Exception as e:
+            raise ValueError(f"image file {p}: cannot read it ({type(e).__name__})") from None
+    images = _stack(pil, [str(p) for p, _ in files], size)
+    labels = np.array([i for _, i in files], dtype=np.int64) if classes else None
+    return images, labels, (len(classes) if classes else None)
+
+
+def _from_torchvision(name: str, root: str, split: str, download: bool, size: int | None,
+                      limit: int | None):
+    import torchvision.datasets as tvd  # only this source needs torchvision
+
+    if name != "SVHN" and name != "CelebA" and split not in ("train", "test"):
+        raise ValueError(f"--split for {name} must be train or test, got {split!r}")
+    try:
+        if name in ("MNIST", "FashionMNIST", "CIFAR10"):
+            ds = getattr(tvd, name)(root, train=split == "train", download=download)
+        elif name == "SVHN":
+            ds = tvd.SVHN(root, split=split, download=download)
+        else:
+            ds = tvd.CelebA(root, split="valid" if split == "val" else split,
+                            target_type=[], download=download)
+    except RuntimeError as e:
+        where = "" if download else "; pass --download (needs network) to fetch it"
+        raise FileNotFoundError(f"torchvision {name} not found or corrupt under {root}{where} "
+                                f"({' '.join(str(e).split())})") from None
+    if name in ("MNIST", "FashionMNIST"):
+        images, labels = ds.data.numpy()[:, None], ds.targets.numpy()
+    elif name == "CIFAR10":
+        images, labels = ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)
+    elif name == "SVHN":
+        images, labels = ds.data, np.asarray(ds.labels)
+    else:  # CelebA: PIL images of 178x218, no classes
+        n = min(len(ds), limit) if limit else len(ds)
+        pil = [ds[i][0] for i in range(n)]
+        return _stack(pil, [f"{name}[{i}]" for i in range(n)], size or 64), None, None
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    if size is not None:
+        pil = [Image.fromarray(im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0))
+               for im in images]
+        images = _stack(pil, [], size)
+    return np.ascontiguousarray(images), labels.astype(np.int64), 10
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare-data",
+        help="write webdataset shards + index.json from IDX files, torchvision or a folder",
+        description=__doc__.split("\n\n")[0] + " Give exactly one source: --images/--labels, "
+        "--torchvision/--root or --folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
+    )
+    p.add_argument("--out", required=True, help="output directory (shards + index.json)")
+    p.add_argument("--shard-size", type=int, default=5000, help="images per shard (default 5000)")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N images")
+    src = p.add_argument_group("source (exactly one)")
+    src.add_argument("--images", help="IDX image file (.gz or plain), as MNIST/Fashion-MNIST")
+    src.add_argument("--labels", help="IDX label file matching --images")
+    src.add_argument("--torchvision", choices=TORCHVISION, help="torchvision dataset name")
+    src.add_argument("--root", help="torchvision dataset root directory")
+    src.add_argument("--split", default="train",
+                     help="torchvision split: train or test (SVHN: extra; CelebA: valid, all)")
+    src.add_argument("--download", action="store_true", help="let torchvision download (online)")
+    src.add_argument("--folder", help="folder of images, optionally in one subfolder per class")
+    p.add_argument("--size", type=int, default=None,
+                   help="resize shorter side to N and center-crop to N x N (folder, torchvision;"
+                        " CelebA default 64)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    given = [s for s, v in (("--images/--labels", args.images or args.labels),
+                            ("--torchvision", args.torchvision), ("--folder", args.folder)) if v]
+    if len(given) != 1:
+        raise ValueError("give exactly one source: --images FILE --labels FILE, "
+                         f"--torchvision NAME --root DIR, or --folder DIR (got {given or 'none'})")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.size is not None and args.size < 1:
+        raise ValueError(f"--size must be >= 1, got {args.size}")
+    if args.images or args.labels:
+        if not (args.images and args.labels):
+            raise ValueError("--images and --labels go together")
+        images, labels = _from_idx(args.images, args.labels)
+        images, labels = images[: args.limit], labels[: args.limit]
+        num_classes = int(labels.max()) + 1
+        source = f"idx {args.images} {args.labels}"
+    elif args.torchvision:
+        if not args.root:
+            raise ValueError("--torchvision needs --root DIR (where the dataset lies)")
+        images, labels, num_classes = _from_torchvision(
+            args.torchvision, args.root, args.split, args.download, args.size, args.limit)
+        source = f"torchvision {args.torchvision} {args.split} {args.root}"
+    else:
+        images, labels, num_classes = _from_folder(args.folder, args.size, args.limit)
+        source = f"folder {args.folder}"
+    if args.limit:
+        source += f" limit {args.limit}"
+    index = write_shards(images, labels, args.out, args.shard_size, source, num_classes)
+    c, h, w = index["image_shape"]
+    kind = f"labels: {index['num_classes']} classes" if labels is not None else "no labels"
+    print(f"wrote {len(images)} images ({c}x{h}x{w}, {kind})"
+          f" in {len(index['shards'])} shards to {args.out}/ (index {args.out}/{INDEX_NAME})")
+    return 0

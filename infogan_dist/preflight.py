@@ -1,0 +1,49 @@
+"""Checks that run before Accelerate starts any process group, so bad input costs a
+second and a one-line error (exit 2), not a hung or half-started distributed job."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import Config, ConfigError
+from .data import ShardIndex, read_index
+from .models import check_shape
+
+
+def launched_world_size() -> int:
+    """The world size torchrun/accelerate will give us, read from the environment."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def preflight(cfg: Config) -> ShardIndex:
+    cfg.check_world_size(launched_world_size())
+    if cfg.train.precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.precision=fp16 needs a CUDA GPU (on a CPU Accelerate would silently train "
+            "in fp32); use train.precision=bf16 or no"
+        )
+    index = read_index(cfg.data.shards)
+    need = check_shape(cfg.model.arch, index.image_shape)
+    if need:
+        c, h, w = index.image_shape
+        raise ConfigError(
+            f"model.arch={cfg.model.arch} needs {need}, but data.shards={cfg.data.shards} "
+            f"holds {c}x{h}x{w}; pick another model.arch (mlp takes any shape)"
+        )
+    path, _ = ckpt.find_resume(cfg.run_dir, cfg.train.resume)
+    if path is not None:
+        conflicts = ckpt.resume_conflicts(path, cfg)
+        if conflicts:
+            raise ConfigError(
+                f"cannot resume from {path}: {', '.join(conflicts)} differ from the "
+                "checkpoint; use another run.name to start a new run"
+            )
+    elif cfg.train.resume == "none" and ckpt.list_checkpoints(cfg.run_dir)[0]:
+        raise ConfigError(
+            f"train.resume=none but {cfg.run_dir} already holds checkpoints; use another "
+            "run.name, or train.resume=auto to continue"
+        )
+    return index

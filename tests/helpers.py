@@ -1,0 +1,110 @@
+"""Shared by the integration tests: real shards from the real MNIST digits, real
+`accelerate launch` processes, and a reader for W&B's offline `.wandb` files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def digits_idx() -> tuple[Path, Path]:
+    """The real MNIST test digits (beside the repo), else Fashion-MNIST's test split."""
+    for d in (MNIST_DIR, FASHION_DIR):
+        images, labels = d / "t10k-images-idx3-ubyte.gz", d / "t10k-labels-idx1-ubyte.gz"
+        if images.exists() and labels.exists():
+            return images, labels
+    raise FileNotFoundError(
+        f"no MNIST digits at {MNIST_DIR} and no Fashion-MNIST at {FASHION_DIR}: "
+        "run launch/setup.sh (it installs dataset-fashion-mnist)"
+    )
+
+
+def make_shards(out: Path, limit: int, shard_size: int) -> Path:
+    """`infogan prepare-data` through the real CLI, on the first `limit` digits."""
+    if (out / "index.json").exists():
+        return out
+    images, labels = digits_idx()
+    run_ok([str(VENV_BIN / "infogan"), "prepare-data", "--out", str(out), "--images",
+            str(images), "--labels", str(labels), "--limit", str(limit),
+            "--shard-size", str(shard_size)])
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        TORCHELASTIC_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        WANDB_SILENT="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+    )
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def train_cmd(launch: str, config: str, *overrides: str, port: int | None = None,
+              extra_launch: tuple[str, ...] = ()) -> list[str]:
+    return [str(VENV_BIN / "accelerate"), "launch", "--config_file", str(ROOT / launch),
+            "--main_process_port", str(port or free_port()), *extra_launch,
+            str(ROOT / "train.py"), "--config", str(ROOT / config), *overrides]
+
+
+def run_ok(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                       env=kw.pop("env", launch_env()), **kw)
+    assert r.returncode == 0, f"{' '.join(cmd)}\nexit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return r
+
+
+def train(launch: str, config: str, *overrides: str, timeout: float = 600,
+          **kw) -> subprocess.CompletedProcess:
+    return run_ok(train_cmd(launch, config, *overrides), timeout=timeout, **kw)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def read_wandb_history(path: Path) -> list[dict]:
+    """History rows of a `.wandb` file: a leveldb-style log (7-byte file header, 32 KiB
+    blocks, 7-byte record headers: crc32, length, type) of protobuf Records."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B datastore file"
+    pos, block, payload, rows = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        room = block - pos % block
+        if room < 7:  # block trailer
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        payload = chunk if kind in (1, 2) else payload + chunk
+        if kind in (1, 4):
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(payload)
+            if rec.WhichOneof("record_type") == "history":
+                row = {}
+                for item in rec.history.item:
+                    key = item.key or "/".join(item.nested_key)
+                    row[key] = json.loads(item.value_json)
+                rows.append(row)
+    return rows

@@ -1,0 +1,73 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infogan_dist.config import ConfigError, frozen_differences, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.run.name
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["optim.lr_g=1e-3", "latent.categorical=[10, 5]", "log.progress=false",
+                             "run.name=123"])
+    assert cfg.optim.lr_g == 1e-3 and cfg.latent.categorical == [10, 5]
+    assert cfg.log.progress is False and cfg.run.name == "123"
+
+
+@pytest.mark.parametrize("override, names", [
+    ("train.bogus=1", ["train.bogus", "keys of train"]),
+    ("nosuch.key=1", ["nosuch.key", "sections"]),
+    ("train.update=foo", ["train.update", "three_optimizers", "paper"]),
+    ("model.arch=resnet", ["model.arch", "dcgan64"]),
+    ("train.max_steps=ten", ["train.max_steps", "integer"]),
+    ("checkpoint.keep=1", ["checkpoint.keep", ">= 2"]),
+    ("latent.categorical=[1]", ["latent.categorical", ">= 2"]),
+    ("optim.betas=[0.5]", ["optim.betas"]),
+])
+def test_bad_values_name_the_key(override, names):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    msg = str(e.value)
+    assert "\n" not in msg
+    for n in names:
+        assert n in msg
+
+
+def test_bad_yaml_file_names_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*train.max_stepz"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_world_size_must_divide_batch():
+    cfg = load_config(None, ["train.global_batch_size=6"])
+    assert cfg.batch_per_rank(2) == 3
+    with pytest.raises(ConfigError, match="global_batch_size=6.*4 processes"):
+        cfg.batch_per_rank(4)
+
+
+def test_frozen_differences():
+    a = load_config(None)
+    b = load_config(None, ["model.arch=mlp", "train.max_steps=9", "latent.continuous=1"])
+    assert frozen_differences(a, b) == ["latent.continuous", "model.arch"]
+
+
+def test_train_py_bad_config_exits_2_with_one_line():
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config",
+                        str(ROOT / "configs/smoke.yaml"), "train.update=foo"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.update" in lines[0], r.stderr

@@ -1,0 +1,55 @@
+"""Train InfoGAN. Thin entry point; the work is in infogan_dist.trainer.
+
+    accelerate launch --config_file launch/cpu.yaml train.py --config configs/smoke.yaml
+    accelerate launch --config_file launch/cpu_ddp.yaml train.py --config configs/mnist.yaml \
+        data.shards=data/mnist/train train.max_steps=5000
+    accelerate launch --config_file launch/gpu.yaml train.py --config configs/mnist.yaml train.precision=bf16
+    accelerate launch --config_file launch/multi_gpu.yaml --num_processes 8 train.py --config configs/mnist.yaml
+    python train.py --config configs/mnist.yaml --dry-run     # print the resolved config
+
+Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config or data
+(one-line error, before any process group starts); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from infogan_dist.config import ConfigError, load_config
+from infogan_dist.data import ShardError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML file under configs/")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")
+    return p.parse_args(argv)
+
+
+@record  # torchrun prints this rank's traceback in its failure summary
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.dry_run:
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            return 0
+        from infogan_dist.preflight import preflight
+
+        index = preflight(cfg)
+    except (ConfigError, ShardError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    from infogan_dist.trainer import Trainer
+
+    Trainer(cfg, index).fit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
