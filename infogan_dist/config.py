@@ -172,6 +172,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool):
+            # YAML 1.1 reads off/no/on/yes as booleans: map back to the word allowed here.
+            words = ("off", "no", "false") if value is False else ("on", "yes", "true")
+            value = next((w for w in words if w in allowed), value)
         if value not in allowed:
             raise ConfigError(
                 f"config key {key}: bad value {value!r}; allowed: {', '.join(map(str, allowed))}"
@@ -195,6 +199,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key {key}: bad value {value!r}; allowed: an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key}: bad value {value!r}; allowed: a number")
         return float(value)

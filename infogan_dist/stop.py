@@ -10,13 +10,26 @@ slurm/infogan.sh set it). Slurm's batch shell uses the STOP file instead.
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from pathlib import Path
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # Exit status of a run that stopped on request after saving its checkpoint.
 EXIT_STOPPED = 0
+
+
+def _process_start_time() -> float:
+    """Wall-clock start of this process (a STOP file written after it is a live request)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 class StopRequest:
@@ -39,3 +52,10 @@ class StopRequest:
     def clear_file(self) -> None:
         if self.is_main:
             self.stop_file.unlink(missing_ok=True)
+
+    def clear_stale_file(self) -> None:
+        """At start: drop a STOP left by an earlier segment, but keep one written while
+        this process was starting (Slurm's USR1 can arrive during start-up)."""
+        if self.is_main and self.stop_file.exists():
+            if self.stop_file.stat().st_mtime < _process_start_time() - 1:
+                self.stop_file.unlink(missing_ok=True)

@@ -107,7 +107,7 @@ class Trainer:
             for p in ckpt.clean_stale_tmp(self.run_dir):
                 print(f"warning: removed the remains of an interrupted save: {p}", flush=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
-            self.stop.clear_file()  # a STOP left from the segment that wrote it
+            self.stop.clear_stale_file()
         self.acc.wait_for_everyone()
 
     def _init_tracking(self) -> None:
@@ -205,7 +205,8 @@ class Trainer:
         if stopping:
             self.stop.clear_file()
         self.acc.end_training()
-        dist.print0(f"{ended} at step {self.state.step}; run dir {self.run_dir}")
+        if self.acc.is_main_process:
+            print(f"{ended} at step {self.state.step}; run dir {self.run_dir}", flush=True)
         return ended
 
     # --- checks, pictures, checkpoints -------------------------------------------------

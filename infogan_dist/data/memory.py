@@ -61,11 +61,12 @@ class MemorySource:
             # Keep only epochs at or after the current one: a batch never goes backwards.
             self._perms = {e: p for e, p in self._perms.items() if e >= self.epoch}
             gen = keyed_generator(self.seed, epoch, EPOCH_KEY)
-            self._perms[epoch] = torch.randperm(self.n, generator=gen)
+            # Kept on the device: a step then indexes there, with no host-to-device copy.
+            self._perms[epoch] = torch.randperm(self.n, generator=gen).to(self.device)
         return self._perms[epoch]
 
     def indices(self, position: int) -> torch.Tensor:
-        """Sample indices (CPU int64) of this rank's slice of the batch starting at `position`."""
+        """Sample indices (int64, on the device) of this rank's slice of the batch at `position`."""
         start = position + self.rank * self.batch
         parts, pos, end = [], start, start + self.batch
         while pos < end:  # usually one piece; two (or more if B > N) at an epoch boundary
@@ -77,10 +78,11 @@ class MemorySource:
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
-            idx = self.indices(self.position).to(self.device, non_blocking=True)
+            idx = self.indices(self.position)
             self.position += self.global_batch  # state now points past the yielded batch
-            labels = self.labels[idx] if self.labels is not None else None
-            yield self.images[idx], labels
+            # index_select: several times faster than images[idx] for a gather along dim 0
+            labels = self.labels.index_select(0, idx) if self.labels is not None else None
+            yield self.images.index_select(0, idx), labels
 
     def state_dict(self) -> dict:
         return {"mode": "memory", "position": self.position, "epoch": self.epoch}

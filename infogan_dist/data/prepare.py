@@ -1,7 +1,7 @@
 """`infogan prepare-data`: turn IDX files, a torchvision dataset or an image folder into shards.
 
-    infogan prepare-data --out data/mnist_test --images t10k-images-idx3-ubyte.gz \
-        --labels t10k-labels-idx1-ubyte.gz
+    infogan prepare-data --out data/fashion_mnist/train --shard-size 5000 \\
+        --images train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz
     infogan prepare-data --out data/cifar10/train --torchvision CIFAR10 --root ~/tv --download
     infogan prepare-data --out data/faces --folder photos/ --size 64
 
@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,7 @@ def write_shards(
         "source": source,
     }
     tmp = out / f".{INDEX_NAME}.tmp"
-    tmp.write_text(json.dumps(index, indent=1) + "\n")
+    tmp.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(tmp, out / INDEX_NAME)
     return index
 
@@ -139,24 +140,19 @@ def _square(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def _stack(pil_images: list[Image.Image], names: list[str], size: int | None) -> np.ndarray:
-    """PIL images -> uint8 NCHW: L if all grayscale else RGB; sizes equal or resized."""
-    if size is None:
-        sizes = {im.size for im in pil_images}
-        if len(sizes) > 1:
-            by = {im.size: n for im, n in zip(pil_images, names, strict=True)}
-            (a, na), (b, nb) = list(by.items())[:2]
-            raise ValueError(f"images differ in size ({na}: {a[0]}x{a[1]}, {nb}: {b[0]}x{b[1]});"
-                             " pass --size N to resize and center-crop them to N x N")
-    mode = "L" if all(im.mode in GRAY_MODES for im in pil_images) else "RGB"
-    out = []
-    for im in pil_images:
-        im = im.convert(mode)
-        if size is not None:
-            im = _square(im, size)
-        arr = np.asarray(im)
-        out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-    return np.stack(out)
+def _to_array(images: Iterable[Image.Image], n: int, mode: str, size: int | None) -> np.ndarray:
+    """PIL images (consumed one at a time, so a big folder is never all decoded at once)
+    -> uint8 NCHW in `mode`, resized and center-cropped to size x size when given."""
+    out = None
+    for i, im in enumerate(images):
+        im = im.convert(mode) if im.mode != mode else im
+        arr = np.asarray(_square(im, size) if size is not None else im)
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        if out is None:
+            out = np.empty((n, *arr.shape), dtype=np.uint8)
+        out[i] = arr
+    assert out is not None
+    return out
 
 
 def _from_folder(root: str, size: int | None, limit: int | None):
@@ -176,54 +172,70 @@ def _from_folder(root: str, size: int | None, limit: int | None):
         else [(p, -1) for p in top]
     if not files:
         raise ValueError(f"image folder {base} has no image files ({', '.join(IMAGE_SUFFIXES)})")
-    files = files[:limit] if limit else files
-    pil = []
-    for p, _ in files:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                pil.append(im)
-        except Exception as e:
-            raise ValueError(f"image file {p}: cannot read it ({type(e).__name__})") from None
-    images = _stack(pil, [str(p) for p, _ in files], size)
+    # Folders come sorted by class; shards in that order would give stream mode batches of
+    # one class (its shuffle is per worker and local). A fixed shuffle keeps runs repeatable.
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))][:limit]
+
+    def opened(load: bool) -> Iterator[Image.Image]:
+        for p, _ in files:
+            try:
+                with Image.open(p) as im:
+                    if load:
+                        im.load()  # here, so a broken file is reported by name
+                    yield im
+            except (OSError, ValueError) as e:
+                raise ValueError(f"image file {p}: cannot read it ({e})") from None
+
+    sizes, modes = {}, set()
+    for (p, _), im in zip(files, opened(False), strict=True):  # headers only: PIL opens lazily
+        sizes.setdefault(im.size, p)
+        modes.add(im.mode)
+    if size is None and len(sizes) > 1:
+        (a, pa), (b, pb) = list(sizes.items())[:2]
+        raise ValueError(f"images differ in size ({pa}: {a[0]}x{a[1]}, {pb}: {b[0]}x{b[1]}); "
+                         "pass --size N to resize and center-crop them to N x N")
+    mode = "L" if modes <= GRAY_MODES else "RGB"
+    images = _to_array(opened(True), len(files), mode, size)
     labels = np.array([i for _, i in files], dtype=np.int64) if classes else None
     return images, labels, (len(classes) if classes else None)
+
+
+TV_SPLITS = {"SVHN": ("train", "test", "extra"), "CelebA": ("train", "valid", "test", "all")}
 
 
 def _from_torchvision(name: str, root: str, split: str, download: bool, size: int | None,
                       limit: int | None):
     import torchvision.datasets as tvd  # only this source needs torchvision
 
-    if name != "SVHN" and name != "CelebA" and split not in ("train", "test"):
-        raise ValueError(f"--split for {name} must be train or test, got {split!r}")
+    splits = TV_SPLITS.get(name, ("train", "test"))
+    if split not in splits:
+        raise ValueError(f"--split for {name} must be one of {', '.join(splits)}, got {split!r}")
     try:
         if name in ("MNIST", "FashionMNIST", "CIFAR10"):
             ds = getattr(tvd, name)(root, train=split == "train", download=download)
         elif name == "SVHN":
             ds = tvd.SVHN(root, split=split, download=download)
         else:
-            ds = tvd.CelebA(root, split="valid" if split == "val" else split,
-                            target_type=[], download=download)
+            ds = tvd.CelebA(root, split=split, target_type=[], download=download)
     except RuntimeError as e:
-        where = "" if download else "; pass --download (needs network) to fetch it"
+        where = "" if download else "; pass --download where online to fetch it"
         raise FileNotFoundError(f"torchvision {name} not found or corrupt under {root}{where} "
                                 f"({' '.join(str(e).split())})") from None
+    if name == "CelebA":  # PIL images of 178x218, no classes
+        n = min(len(ds), limit) if limit else len(ds)
+        return _to_array((ds[i][0] for i in range(n)), n, "RGB", size or 64), None, None
     if name in ("MNIST", "FashionMNIST"):
         images, labels = ds.data.numpy()[:, None], ds.targets.numpy()
     elif name == "CIFAR10":
         images, labels = ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)
-    elif name == "SVHN":
+    else:
         images, labels = ds.data, np.asarray(ds.labels)
-    else:  # CelebA: PIL images of 178x218, no classes
-        n = min(len(ds), limit) if limit else len(ds)
-        pil = [ds[i][0] for i in range(n)]
-        return _stack(pil, [f"{name}[{i}]" for i in range(n)], size or 64), None, None
-    if limit:
-        images, labels = images[:limit], labels[:limit]
+    images, labels = images[:limit], labels[:limit]
     if size is not None:
-        pil = [Image.fromarray(im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0))
-               for im in images]
-        images = _stack(pil, [], size)
+        mode = "L" if images.shape[1] == 1 else "RGB"
+        pil = (Image.fromarray(im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0))
+               for im in images)
+        images = _to_array(pil, len(images), mode, size)
     return np.ascontiguousarray(images), labels.astype(np.int64), 10
 
 
@@ -233,8 +245,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare-data",
         help="write webdataset shards + index.json from IDX files, torchvision or a folder",
-        description=__doc__.split("\n\n")[0] + " Give exactly one source: --images/--labels, "
-        "--torchvision/--root or --folder.",
+        description="Write webdataset shards (PNG + class label per sample) and index.json. "
+        "Give exactly one source: --images/--labels, --torchvision/--root or --folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n" + __doc__.split("\n\n")[1],
     )
@@ -249,7 +261,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--split", default="train",
                      help="torchvision split: train or test (SVHN: extra; CelebA: valid, all)")
     src.add_argument("--download", action="store_true", help="let torchvision download (online)")
-    src.add_argument("--folder", help="folder of images, optionally in one subfolder per class")
+    src.add_argument("--folder", help="folder of images, optionally in one subfolder per class "
+                     "(labels by sorted subfolder name); written in a fixed shuffled order")
     p.add_argument("--size", type=int, default=None,
                    help="resize shorter side to N and center-crop to N x N (folder, torchvision;"
                         " CelebA default 64)")
@@ -281,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         source = f"torchvision {args.torchvision} {args.split} {args.root}"
     else:
         images, labels, num_classes = _from_folder(args.folder, args.size, args.limit)
-        source = f"folder {args.folder}"
+        source = f"folder {args.folder} shuffled (seed 0)"
     if args.limit:
         source += f" limit {args.limit}"
     index = write_shards(images, labels, args.out, args.shard_size, source, num_classes)

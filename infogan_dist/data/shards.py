@@ -76,6 +76,7 @@ def _load_index_json(directory: Path) -> dict:
         ok = (
             data["format"] == INDEX_FORMAT
             and len(data["image_shape"]) == 3
+            and len(data["shards"]) > 0
             and all(isinstance(s["name"], str) and int(s["count"]) > 0 for s in data["shards"])
         )
     except (ValueError, KeyError, TypeError) as e:
@@ -86,8 +87,8 @@ def _load_index_json(directory: Path) -> dict:
 
 
 def read_index(spec: str) -> ShardIndex:
-    """`spec`: a directory with index.json, or a brace pattern of shards in one directory
-    (`data/x/shard-{000000..000003}.tar`), which keeps only the listed shards."""
+    """`spec`: a directory with index.json (or that file), or a brace pattern of shards in
+    one directory (`data/x/shard-{000000..000003}.tar`), which keeps only the listed shards."""
     spec = str(spec)
     listed: list[str] | None = None
     if "{" in spec or spec.endswith(".tar"):
@@ -96,14 +97,18 @@ def read_index(spec: str) -> ShardIndex:
         if len(dirs) != 1:
             raise ShardError(f"shard pattern {spec}: all shards must be in one directory")
         directory = Path(dirs.pop() or ".")
-    else:
-        directory = Path(spec)
+    else:  # the directory, or its index.json
+        directory = Path(spec).parent if spec.endswith(INDEX_NAME) else Path(spec)
     data = _load_index_json(directory)
     entries = {s["name"]: int(s["count"]) for s in data["shards"]}
     names = [s["name"] for s in data["shards"]]
     if listed is not None:
         names = [os.path.basename(p) for p in listed]
+        seen: set[str] = set()
         for name in names:
+            if name in seen:
+                raise ShardError(f"shard pattern {spec} lists {name} twice; list each shard once")
+            seen.add(name)
             if name not in entries:
                 raise ShardError(
                     f"shard {directory / name} (from pattern {spec}) is not listed in "
@@ -175,10 +180,10 @@ def _decode_sample(
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset skips such members; so do we
 
 
-def _plain_tar_members(buf: mmap.mmap | bytes, path: str) -> list[dict] | None:
-    """Members of a plain ustar archive (what ShardWriter writes), parsed about 10x faster
-    than tarfile's Python header parsing. None for anything else (pax or GNU headers,
-    links, ...): the caller then uses webdataset's tarfile-based reader."""
+def _plain_tar_layout(buf: mmap.mmap | bytes, path: str) -> list[tuple[str, int, int]] | None:
+    """(name, offset, size) of the members of a plain ustar archive (what ShardWriter
+    writes), parsed about 10x faster than tarfile's Python header parsing. None for
+    anything else (pax or GNU headers, links, ...): the caller then uses tarfile."""
     members, pos, end = [], 0, len(buf)
     while pos + 512 <= end:
         header = buf[pos : pos + 512]
@@ -196,23 +201,22 @@ def _plain_tar_members(buf: mmap.mmap | bytes, path: str) -> list[dict] | None:
         if pos + 512 + size > end:
             raise ShardError(f"shard {path}: truncated at member {name}; {_FIX}")
         if not _META.match(name):
-            members.append({"fname": name, "data": buf[pos + 512 : pos + 512 + size],
-                            "__url__": path})
+            members.append((name, pos + 512, size))
         pos += 512 + -(-size // 512) * 512
     raise ShardError(f"shard {path}: truncated tar (no end-of-archive marker); {_FIX}")
 
 
 def _tar_members(path: str) -> Iterator[dict]:
+    """{fname, data, __url__} per member, as webdataset's tar_file_expander yields them."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        members = _plain_tar_members(buf, path)
-        if isinstance(buf, mmap.mmap):
-            buf.close()
-        if members is not None:
-            yield from members
-            return
-        f.seek(0)
+        if os.fstat(f.fileno()).st_size == 0:
+            raise ShardError(f"shard {path}: empty file; {_FIX}")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            layout = _plain_tar_layout(buf, path)
+            if layout is not None:
+                for name, start, size in layout:
+                    yield {"fname": name, "data": buf[start : start + size], "__url__": path}
+                return
         yield from tar_file_expander([{"url": path, "stream": f}])
 
 
@@ -257,6 +261,8 @@ def decode_all(index: ShardIndex) -> tuple[torch.Tensor, torch.Tensor | None]:
     starts = np.cumsum([0, *index.counts]).tolist()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     procs = min(n, cpus or 1, 8)
+    if multiprocessing.current_process().daemon:
+        procs = 1  # e.g. inside a DataLoader worker: daemons may not start processes
     if procs > 1:
         pool = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork"))
         parts = pool.map(_decode_shard, [index] * n, range(n))

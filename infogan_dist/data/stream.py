@@ -5,7 +5,8 @@ shards[r::world_size] of it and DataLoader worker w of that rank reads its share
 [w::num_workers] (num_workers=0: one in-process worker). Every rank yields exactly
 n = min over ranks of (that rank's samples // b) batches per epoch, computed from the
 index counts identically on all ranks, so no rank runs out first and DDP never hangs
-at an epoch's end. Each sample is seen at most once per epoch; the rest is dropped.
+at an epoch's end. Each sample is seen at most once per epoch; the rest is dropped, so
+make the shard count a multiple of world_size x workers and the shards equal in size.
 
 Shuffling. Each worker shuffles in blocks: it reads `shuffle_buffer` samples, emits them
 in a random order (keyed by seed, epoch, rank, worker), then reads the next block. A
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -136,7 +138,7 @@ class StreamSource:
         self.index, self.rank, self.world_size, self.seed = index, rank, world_size, seed
         self.batch = global_batch // world_size
         self.num_workers, self.shuffle_buffer = num_workers, max(1, shuffle_buffer)
-        where = f"shards {index.names[0]}..{index.names[-1]} in {index.paths[0].rsplit('/', 1)[0]}"
+        where = f"shards {index.names[0]}..{index.names[-1]} in {os.path.dirname(index.paths[0])}"
         need = world_size * max(1, num_workers)
         if len(index.paths) < need:
             raise ShardError(

@@ -71,3 +71,10 @@ def test_train_py_bad_config_exits_2_with_one_line():
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.update" in lines[0], r.stderr
+
+
+def test_yaml_booleans_map_to_words(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("log:\n  wandb: off\ntrain:\n  precision: no\n")
+    cfg = load_config(f, ["log.wandb=off"])
+    assert cfg.log.wandb == "off" and cfg.train.precision == "no"
