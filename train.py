@@ -3,8 +3,10 @@
     accelerate launch --config_file launch/cpu.yaml train.py --config configs/smoke.yaml
     accelerate launch --config_file launch/cpu_ddp.yaml train.py --config configs/mnist.yaml \
         data.shards=data/mnist/train train.max_steps=5000
-    accelerate launch --config_file launch/gpu.yaml train.py --config configs/mnist.yaml train.precision=bf16
-    accelerate launch --config_file launch/multi_gpu.yaml --num_processes 8 train.py --config configs/mnist.yaml
+    accelerate launch --config_file launch/gpu.yaml train.py --config configs/mnist.yaml \
+        train.precision=bf16
+    accelerate launch --config_file launch/multi_gpu.yaml --num_processes 8 train.py \
+        --config configs/mnist.yaml
     python train.py --config configs/mnist.yaml --dry-run     # print the resolved config
 
 Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config or data
@@ -24,7 +26,9 @@ from infogan_dist.data import ShardError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", required=True, help="YAML file under configs/")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")

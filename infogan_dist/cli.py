@@ -8,12 +8,13 @@ import importlib
 import sys
 
 # module path of each subcommand, in --help order
-SUBCOMMANDS = ["infogan_dist.data.prepare"]
+SUBCOMMANDS = ["infogan_dist.data.prepare", "infogan_dist.evaluate", "infogan_dist.sample"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="infogan", description="InfoGAN trainer tools (training itself: accelerate launch train.py)"
+        prog="infogan",
+        description="InfoGAN trainer tools (training itself: accelerate launch train.py)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:

@@ -33,6 +33,13 @@ def preflight(cfg: Config) -> ShardIndex:
             f"model.arch={cfg.model.arch} needs {need}, but data.shards={cfg.data.shards} "
             f"holds {c}x{h}x{w}; pick another model.arch (mlp takes any shape)"
         )
+    if cfg.log.eval_every:
+        eval_spec = cfg.data.eval_shards or cfg.data.shards
+        if not read_index(eval_spec).has_labels:
+            raise ConfigError(
+                f"log.eval_every={cfg.log.eval_every} needs labelled shards, but {eval_spec} "
+                "has no labels; set data.eval_shards to labelled shards or log.eval_every=0"
+            )
     path, _ = ckpt.find_resume(cfg.run_dir, cfg.train.resume)
     if path is not None:
         conflicts = ckpt.resume_conflicts(path, cfg)

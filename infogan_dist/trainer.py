@@ -35,12 +35,15 @@ from . import checkpoint as ckpt
 from . import dist, faults
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
+from .evaluate import evaluate_codes, load_eval_data
 from .latent import LatentSpace
 from .models import build_models
 from .phases import StepContext, build_optimizers, build_phases
 from .pictures import save_pictures
 from .reporter import Reporter, truncate_metrics
 from .stop import StopRequest
+
+EVAL_IMAGES, EVAL_SAMPLES = 2000, 2048
 
 
 class Trainer:
@@ -84,6 +87,11 @@ class Trainer:
             cfg.data, index, rank=self.rank, world_size=self.world_size,
             global_batch=cfg.train.global_batch_size, seed=cfg.run.seed, device=self.device,
         )
+        # In-training evaluation runs on the main process while the others wait in the
+        # next collective: keep it well inside dist.timeout_s (`infogan eval` does the
+        # full test set on a checkpoint).
+        self.eval_data = (load_eval_data(cfg, limit=EVAL_IMAGES)
+                          if cfg.log.eval_every and self.acc.is_main_process else None)
         self.stop = StopRequest(self.run_dir / "STOP", self.acc.is_main_process)
         self.reporter = Reporter(self.acc, self.run_dir / "metrics.jsonl",
                                  cfg.train.global_batch_size)
@@ -181,9 +189,12 @@ class Trainer:
             faults.inject("step", self.rank, step)
             stopping = dist.agree(self.stop.local(), self.device)
             last = stopping or step == cfg.train.max_steps
-            if step % cfg.log.every == 0 or last:
+            evaluating = bool(cfg.log.eval_every) and step % cfg.log.eval_every == 0
+            if step % cfg.log.every == 0 or last or evaluating:
                 extra = {"progress/epoch": float(self.state.epoch),
                          "progress/images_seen": float(self.state.images_seen)}
+                if evaluating:
+                    extra |= self.evaluate()  # main process only; {} elsewhere
                 if self.acc.scaler is not None:
                     extra |= {"amp/scale": float(self.acc.scaler.get_scale()),
                               "amp/skipped_steps": float(skipped)}
@@ -217,6 +228,15 @@ class Trainer:
             skip_bn_stats=self.cfg.dist.batchnorm == "local",
         ))
         dist.check_ranks_identical(named, self.device, self.state.step)
+
+    def evaluate(self) -> dict[str, float]:
+        """Scores the codes against the labels (`eval/acc/c1`, ...); main process only,
+        no collective. The reporter writes them with the step's other metrics."""
+        if not self.acc.is_main_process:
+            return {}
+        images, labels = self.eval_data
+        return evaluate_codes(self.G_raw, self.D_raw, self.space, images, labels,
+                              self.device, samples=EVAL_SAMPLES)
 
     def dump_state(self, out: Path) -> None:
         """Every rank writes all its state tensors (for tests comparing ranks bitwise)."""

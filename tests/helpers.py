@@ -66,7 +66,9 @@ def train_cmd(launch: str, config: str, *overrides: str, port: int | None = None
 def run_ok(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                        env=kw.pop("env", launch_env()), **kw)
-    assert r.returncode == 0, f"{' '.join(cmd)}\nexit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    assert r.returncode == 0, (
+        f"{' '.join(cmd)}\nexit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    )
     return r
 
 
