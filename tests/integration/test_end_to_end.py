@@ -56,3 +56,16 @@ def test_two_process_run_then_resume(shards, tmp_path):
         "step-00000020", "step-00000030"]
     # offline W&B runs cannot be resumed: a second run in the same group
     assert len(sorted(run.glob("wandb/offline-run-*/run-*.wandb"))) == 2
+
+
+def test_eval_every_scores_codes_in_the_metrics(shards, tmp_path):
+    train("launch/cpu.yaml", "configs/smoke.yaml", f"data.shards={shards}",
+          f"run.output_dir={tmp_path}", "run.name=ev", "train.max_steps=8", "log.every=4",
+          "log.eval_every=6")
+    rows = metrics(tmp_path / "ev")
+    steps = [r["step"] for r in rows]
+    assert steps == [4, 6, 8], "an eval step is a log step; never two rows for one step"
+    scored = rows[1]
+    assert 0.0 < scored["eval/acc/c1"] <= 1.0 and "eval/mi/c1" in scored
+    assert "eval/mse/c2" in scored and "loss/D" in scored
+    assert "eval/acc/c1" not in rows[0]
