@@ -13,6 +13,8 @@ ARGS    ?=
 
 # torchrun forwards SIGUSR1 to the workers only when told to (see infogan_dist/stop.py).
 export TORCHELASTIC_SIGNALS_TO_HANDLE := SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1
+# torch >= 2.14 reads PET_SIGNALS_TO_HANDLE and overwrites the one above with it.
+export PET_SIGNALS_TO_HANDLE := $(TORCHELASTIC_SIGNALS_TO_HANDLE)
 export WANDB_SILENT := true
 
 .PHONY: setup data train test lint bench clean

@@ -49,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    from infogan_dist.checkpoint import CheckpointError
     from infogan_dist.trainer import Trainer
 
-    Trainer(cfg, index).fit()
+    try:
+        Trainer(cfg, index).fit()
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

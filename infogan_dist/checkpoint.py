@@ -67,6 +67,7 @@ def write_text_durably(path: Path, text: str) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
+    """fsync a directory (its entries) or a regular file (its data)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -139,6 +140,12 @@ def resume_conflicts(path: Path, cfg: Config) -> list[str]:
 
 def finalize(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
     """Main process only, after every rank has written into `tmp`."""
+    # Data before the marker: after a machine crash a COMPLETE checkpoint must not hold
+    # files whose contents never reached the disk (renames can land before data).
+    for f in sorted(tmp.iterdir()):
+        if f.is_file():
+            _fsync_dir(f)
+    _fsync_dir(tmp)
     write_text_durably(tmp / COMPLETE, f"step {step}\n")
     final = step_dir(run_dir, step)
     if final.exists():  # re-reaching a step after a rollback: the new one replaces it
@@ -149,6 +156,28 @@ def finalize(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
     for old in good[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+ABANDONED_PREFIX = "abandoned-"
+
+
+def set_aside_newer(run_dir: Path, step: int) -> list[Path]:
+    """Complete checkpoints after `step` belong to a continuation abandoned by resuming
+    from an older checkpoint: renamed `abandoned-step-N`, so neither resume=auto nor
+    pruning (which could otherwise delete the checkpoint just resumed from) sees them."""
+    moved = []
+    for p in list_checkpoints(run_dir)[0]:
+        if int(p.name[len(PREFIX):]) > step:
+            dest = p.with_name(ABANDONED_PREFIX + p.name)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(p, dest)
+            moved.append(dest)
+    return moved
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded safely; the message is one line."""
 
 
 def clean_stale_tmp(run_dir: Path) -> list[Path]:

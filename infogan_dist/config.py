@@ -158,8 +158,9 @@ class Config:
         return self.train.global_batch_size // world_size
 
 
-# Sections whose change makes an existing checkpoint meaningless: resuming refuses them.
-FROZEN_ON_RESUME = ("model", "latent", "train.update")
+# Keys whose change makes an existing checkpoint meaningless (or its continuation no
+# longer the same run: seed keys the data order and latents): resuming refuses them.
+FROZEN_ON_RESUME = ("model", "latent", "train.update", "run.seed", "data.mode")
 
 
 def _check(ok: Any, key: str, value: Any, allowed: str) -> None:

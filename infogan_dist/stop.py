@@ -3,9 +3,14 @@
 A handler only sets a flag; the training loop asks every rank once per step
 (`dist.agree`), so all ranks stop after the same step, save a checkpoint there and exit
 0. The launcher (torchrun, under `accelerate launch` with several processes) forwards
-SIGTERM to the workers; it forwards SIGUSR1 only when started with
-TORCHELASTIC_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 (the Makefile and
-slurm/infogan.sh set it). Slurm's batch shell uses the STOP file instead.
+SIGTERM to the workers; it forwards SIGUSR1 only when its signal list includes it.
+torch 2.14's launcher takes that list from `--signals-to-handle`, default
+$PET_SIGNALS_TO_HANDLE, and overwrites TORCHELASTIC_SIGNALS_TO_HANDLE with it, so set
+PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 (older torch read
+TORCHELASTIC_SIGNALS_TO_HANDLE; setting both is harmless). Without it, SIGUSR1 kills the
+launcher and leaves the workers training. After forwarding a signal the launcher exits 1
+(torchrun re-raises it) although the workers stopped cleanly and exited 0. Slurm's batch
+shell uses the STOP file instead.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import secrets
 import time
 from datetime import timedelta
@@ -103,10 +104,21 @@ class Trainer:
             dist.print0(f"warning: {w}")
         if path is None:
             return
-        self.acc.load_state(str(path))
+        try:
+            self.acc.load_state(str(path))
+        except pickle.UnpicklingError as e:
+            # weights_only refused an object: never retry with weights_only=False.
+            raise ckpt.CheckpointError(
+                f"refusing to load {path}: it holds pickled objects beyond tensors "
+                f"({str(e).splitlines()[-1][:120]}); it may not come from this trainer"
+            ) from None
         self.state.load_state_dict(ckpt.read_state(path))
         self.state.world_size = self.world_size
         self.source.load_state_dict(self.state.data)
+        if self.acc.is_main_process:
+            for p in ckpt.set_aside_newer(self.run_dir, self.state.step):
+                print(f"warning: resumed from an older checkpoint; set aside {p}", flush=True)
+        self.acc.wait_for_everyone()
         dist.print0(f"resumed from {path} at step {self.state.step}")
 
     def _start_run_dir(self) -> None:

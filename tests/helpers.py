@@ -50,6 +50,7 @@ def launch_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         TORCHELASTIC_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        PET_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
         WANDB_SILENT="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
     )
     env.pop("WANDB_API_KEY", None)

@@ -1,0 +1,273 @@
+"""Issue 4, stop requests: SIGTERM / SIGUSR1 to the launcher or to one rank, and the STOP
+file. All ranks stop after the same step, save a checkpoint there, exit 0, and
+`train.resume=auto` continues from exactly that step.
+
+Launcher exit status (torch 2.14, accelerate 1.15, observed): 0 when a rank was signalled
+or the STOP file was used; 1 when the launcher itself was signalled, although every
+worker stopped cleanly and exited 0: torchrun forwards the signal, waits for the workers,
+then re-raises its SignalException, and `accelerate launch` exits 1 with that traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from infogan_dist.stop import STOP_SIGNALS, StopRequest
+from tests.helpers import ROOT, launch_env, make_shards, metrics, train, train_cmd
+
+SMOKE, LAUNCH = "configs/smoke.yaml", "launch/cpu_ddp.yaml"
+DEADLINE_S = 240  # a hang fails the test instead of blocking the suite
+SIGNAL_LIST = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+# Runs train.py unchanged in the worker process and records how it exited: torchrun does
+# not report the exit status of workers it shut down itself.
+WRAPPER = """\
+import os, runpy, sys
+sys.path.insert(0, {root!r})
+sys.argv[0] = {train!r}
+code = "exception"
+try:
+    runpy.run_path({train!r}, run_name="__main__")
+    code = 0
+except SystemExit as e:
+    code = 0 if e.code is None else e.code
+    raise
+finally:
+    with open(os.path.join(os.environ["INFOGAN_EXIT_DIR"], "rank" + os.environ["RANK"]), "w") as f:
+        f.write(str(code))
+"""
+
+
+def signal_env() -> dict[str, str]:
+    """helpers.launch_env plus PET_SIGNALS_TO_HANDLE. torch 2.14's launcher takes its list
+    of signals to forward from --signals-to-handle, default $PET_SIGNALS_TO_HANDLE, and
+    overwrites TORCHELASTIC_SIGNALS_TO_HANDLE with it: without PET_..., SIGUSR1 kills the
+    launcher itself and leaves the workers running (test_torchrun_signal_list_comes_from_pet)."""
+    env = launch_env()
+    assert "SIGUSR1" in env["TORCHELASTIC_SIGNALS_TO_HANDLE"]
+    env.setdefault("PET_SIGNALS_TO_HANDLE", env["TORCHELASTIC_SIGNALS_TO_HANDLE"])
+    return env
+
+
+# --- in-process ---------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_handlers():
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+@pytest.mark.parametrize("sig", STOP_SIGNALS)
+def test_a_signal_only_sets_a_flag(tmp_path, restore_handlers, sig):
+    stop = StopRequest(tmp_path / "STOP", is_main=False)
+    assert not stop.local() and stop.reason is None
+    os.kill(os.getpid(), sig)  # handled synchronously at the next bytecode
+    assert stop.local() and stop.reason == signal.Signals(sig).name
+
+
+def test_stop_file_is_read_by_the_main_process_only(tmp_path, restore_handlers):
+    (tmp_path / "STOP").touch()
+    assert not StopRequest(tmp_path / "STOP", is_main=False).local()
+    main = StopRequest(tmp_path / "STOP", is_main=True)
+    assert main.local() and main.reason == f"stop file {tmp_path / 'STOP'}"
+    main.clear_file()
+    assert not (tmp_path / "STOP").exists()
+    main.clear_file()  # no file: no error
+
+
+def test_torchrun_signal_list_comes_from_pet(monkeypatch):
+    from torch.distributed.run import get_args_parser
+
+    monkeypatch.delenv("PET_SIGNALS_TO_HANDLE", raising=False)
+    monkeypatch.setenv("TORCHELASTIC_SIGNALS_TO_HANDLE", SIGNAL_LIST)
+    assert "SIGUSR1" not in get_args_parser().parse_args(["train.py"]).signals_to_handle
+    monkeypatch.setenv("PET_SIGNALS_TO_HANDLE", SIGNAL_LIST)
+    assert get_args_parser().parse_args(["train.py"]).signals_to_handle == SIGNAL_LIST
+    assert signal_env()["PET_SIGNALS_TO_HANDLE"] == SIGNAL_LIST
+
+
+# --- real processes -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("digits") / "shards", limit=256, shard_size=64)
+
+
+def opts(shards: Path, out: Path, *more: str) -> list[str]:
+    return [f"data.shards={shards}", f"run.output_dir={out}", "run.name=stop",
+            "train.resume=auto", "log.every=1", "log.images_every=0", *more]
+
+
+def last_step(run: Path) -> int:
+    """Last step in metrics.jsonl (0 if none); ignores a line still being written."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    step = 0
+    for line in path.read_text().splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except ValueError:
+            break
+    return step
+
+
+def poll(cond: Callable[[], object], what: str, proc: subprocess.Popen, log: Path):
+    """Polls `cond` until it is truthy; fails if the launcher exits or the deadline passes."""
+    end = time.monotonic() + DEADLINE_S
+    while True:
+        value = cond()
+        if value:
+            return value
+        assert proc.poll() is None, (
+            f"launcher exited {proc.returncode} while waiting for {what}:\n"
+            f"{log.read_text()[-4000:]}")
+        assert time.monotonic() < end, f"no {what} after {DEADLINE_S} s"
+        time.sleep(0.05)
+
+
+def workers(proc: subprocess.Popen) -> dict[int, psutil.Process]:
+    """The training processes: children of the launcher (torchrun's agent), by RANK."""
+    found = {}
+    for child in psutil.Process(proc.pid).children():
+        try:
+            rank = child.environ().get("RANK")
+        except psutil.Error:
+            continue
+        if rank is not None:
+            found[int(rank)] = child
+    return found
+
+
+@contextmanager
+def launched(cmd: list[str], env: dict, log: Path) -> Iterator[tuple[subprocess.Popen, list]]:
+    """Starts the launcher; yields it and a list the caller adds the workers it finds to.
+    On the way out (a failed test) ends what is still running of these, by pid: also
+    workers a launcher that died left behind."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    seen: list[psutil.Process] = []
+    try:
+        yield proc, seen
+    finally:
+        if proc.poll() is None:
+            try:
+                seen += psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                pass
+            proc.kill()
+            proc.wait(timeout=60)
+        for p in seen:
+            try:
+                if p.is_running():  # also checks that the pid was not reused
+                    p.kill()
+            except psutil.Error:
+                pass
+
+
+def stop_segment(shards: Path, out: Path, how: str, sig: signal.Signals | None = None,
+                 rank: int | None = None) -> dict:
+    """One launch with train.resume=auto: wait until it has trained past where it resumed,
+    ask it to stop (`how`: launcher, rank or file), and collect what happened."""
+    run = out / "stop"
+    start = last_step(run)  # the step the launch will resume from (0: fresh)
+    seg = out / f"segment-{how}-{sig.name if sig else 'file'}"
+    seg.mkdir()
+    wrapper = seg / "worker.py"
+    wrapper.write_text(WRAPPER.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    cmd = train_cmd(LAUNCH, SMOKE, *opts(shards, out, "train.max_steps=100000",
+                                         "checkpoint.every=100000"))
+    cmd[cmd.index(str(ROOT / "train.py"))] = str(wrapper)
+    env = signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
+    log = seg / "launcher.log"
+    with launched(cmd, env, log) as (proc, seen):
+        ranks = poll(lambda: len(workers(proc)) == 2 and workers(proc), "2 workers", proc, log)
+        seen += ranks.values()
+        poll(lambda: last_step(run) > start, f"a step after {start}", proc, log)
+        if how == "launcher":
+            os.kill(proc.pid, sig)
+        elif how == "rank":
+            ranks[rank].send_signal(sig)
+        else:
+            (run / "STOP").touch()
+        rc = proc.wait(timeout=DEADLINE_S)
+    return {
+        "start": start, "rc": rc, "log": log.read_text(), "run": run,
+        "exits": {int(p.name[4:]): p.read_text() for p in seg.glob("rank*")},
+    }
+
+
+def check_stopped(seg: dict, reasons: set[str]) -> int:
+    """All ranks stopped after one step S, saved step-S, exited 0. Returns S."""
+    run, log = seg["run"], seg["log"]
+    assert seg["exits"] == {0: "0", 1: "0"}, f"worker exits {seg['exits']}\n{log[-4000:]}"
+    steps = [m["step"] for m in metrics(run)]
+    S = steps[-1]
+    assert S > seg["start"]
+    assert steps == list(range(1, S + 1)), "metrics must continue without gaps or repeats"
+    if seg["start"]:
+        ck = run / "checkpoints" / f"step-{seg['start']:08d}"
+        assert f"resumed from {ck} at step {seg['start']}" in log
+    ck = run / "checkpoints" / f"step-{S:08d}"
+    assert (ck / "COMPLETE").is_file(), sorted(p.name for p in ck.parent.iterdir())
+    assert json.loads((ck / "train_state.json").read_text())["step"] == S
+    newest = max(p.name for p in ck.parent.iterdir() if not p.name.startswith("."))
+    assert newest == ck.name and not list(ck.parent.glob(".tmp-*"))
+    said = {r for r in reasons if f"stopped ({r}) at step {S}" in log}
+    assert said, f"no 'stopped (...) at step {S}' with a reason in {reasons}:\n{log[-3000:]}"
+    assert not (run / "STOP").exists()
+    return S
+
+
+def finish(shards: Path, out: Path, S: int) -> None:
+    """`train.resume=auto` continues from exactly S: the first new metrics step is S + 1."""
+    run = out / "stop"
+    r = train(LAUNCH, SMOKE, *opts(shards, out, f"train.max_steps={S + 2}"), env=signal_env())
+    assert f"resumed from {run / 'checkpoints' / f'step-{S:08d}'} at step {S}" in r.stdout
+    assert [m["step"] for m in metrics(run)] == list(range(1, S + 3))
+    assert f"complete at step {S + 2}" in r.stdout
+
+
+@pytest.mark.integration
+def test_signals_to_the_launcher(shards, tmp_path):
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        seg = stop_segment(shards, tmp_path, "launcher", sig)
+        # torchrun forwarded the signal to both workers
+        assert f"closing signal {sig.name}" in seg["log"]
+        # rank 0 names the signal, or "another rank" if rank 1 got it first
+        S = check_stopped(seg, {sig.name, "another rank"})
+        # the workers exited 0, yet the launcher re-raises the signal: torchrun's behaviour
+        assert seg["rc"] == 1 and "SignalException" in seg["log"], (seg["rc"], seg["log"][-2000:])
+    finish(shards, tmp_path, S)
+
+
+@pytest.mark.integration
+def test_signals_to_one_rank(shards, tmp_path):
+    # SIGTERM to rank 1 (the main process learns of it only through the agreement),
+    # then SIGUSR1 to rank 0
+    for sig, rank in ((signal.SIGTERM, 1), (signal.SIGUSR1, 0)):
+        seg = stop_segment(shards, tmp_path, "rank", sig, rank)
+        S = check_stopped(seg, {sig.name, "another rank"})
+        assert seg["rc"] == 0, seg["log"][-3000:]
+    finish(shards, tmp_path, S)
+
+
+@pytest.mark.integration
+def test_stop_file(shards, tmp_path):
+    seg = stop_segment(shards, tmp_path, "file")
+    S = check_stopped(seg, {f"stop file {tmp_path / 'stop' / 'STOP'}"})
+    assert seg["rc"] == 0, seg["log"][-3000:]
+    finish(shards, tmp_path, S)
