@@ -82,14 +82,14 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def read_wandb_history(path: Path) -> list[dict]:
-    """History rows of a `.wandb` file: a leveldb-style log (7-byte file header, 32 KiB
-    blocks, 7-byte record headers: crc32, length, type) of protobuf Records."""
+def read_wandb_records(path: Path):
+    """Every protobuf Record of a `.wandb` file: a leveldb-style log (7-byte file header,
+    32 KiB blocks, 7-byte record headers: crc32, length, type)."""
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()
     assert data[:4] == b":W&B", f"{path} is not a W&B datastore file"
-    pos, block, payload, rows = 7, 32768, b"", []
+    pos, block, payload = 7, 32768, b""
     while pos + 7 <= len(data):
         room = block - pos % block
         if room < 7:  # block trailer
@@ -101,13 +101,17 @@ def read_wandb_history(path: Path) -> list[dict]:
         if kind == 0 and length == 0:
             continue
         payload = chunk if kind in (1, 2) else payload + chunk
-        if kind in (1, 4):
+        if kind in (1, 4):  # FULL or LAST: a whole record
             rec = wandb_internal_pb2.Record()
             rec.ParseFromString(payload)
-            if rec.WhichOneof("record_type") == "history":
-                row = {}
-                for item in rec.history.item:
-                    key = item.key or "/".join(item.nested_key)
-                    row[key] = json.loads(item.value_json)
-                rows.append(row)
+            yield rec
+
+
+def read_wandb_history(path: Path) -> list[dict]:
+    """History rows of a `.wandb` file, as {key: value} dicts (with `_step`)."""
+    rows = []
+    for rec in read_wandb_records(path):
+        if rec.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in rec.history.item})
     return rows

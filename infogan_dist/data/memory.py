@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 
 from ..latent import keyed_generator
-from .shards import ShardIndex, decode_all
+from .shards import ShardIndex, check_states, decode_all
 
 EPOCH_KEY = 0xDA7A
 Batch = tuple[torch.Tensor, torch.Tensor | None]
@@ -89,14 +89,7 @@ class MemorySource:
 
     def load_state_dict(self, states: list[dict]) -> None:
         """`states`: the state_dicts of all ranks of the run that saved (any world size)."""
-        if not states:
-            raise ValueError("no data states to load")
-        modes = {s.get("mode") for s in states}
-        if modes != {"memory"}:
-            raise ValueError(
-                f"data state of mode {sorted(map(str, modes))} cannot resume data.mode=memory; "
-                "resume with the data.mode the checkpoint was written with"
-            )
+        check_states(states, "memory")
         positions = {int(s["position"]) for s in states}
         if len(positions) != 1:
             raise ValueError(f"ranks saved different data positions {sorted(positions)}")

@@ -276,3 +276,15 @@ def decode_all(index: ShardIndex) -> tuple[torch.Tensor, torch.Tensor | None]:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return images, labels if index.has_labels else None
+
+
+def check_states(states: list[dict], mode: str) -> None:
+    """The data states of a checkpoint (one per saving rank) fit a `mode` source."""
+    if not states:
+        raise ValueError("no data states to load")
+    modes = {s.get("mode") for s in states}
+    if modes != {mode}:
+        raise ValueError(
+            f"data state of mode {sorted(map(str, modes))} cannot resume data.mode={mode}; "
+            "resume with the data.mode the checkpoint was written with"
+        )

@@ -45,7 +45,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 
 from ..latent import keyed_generator
-from .shards import ShardError, ShardIndex, iter_shard
+from .shards import ShardError, ShardIndex, check_states, iter_shard
 
 ORDER_KEY, SHUFFLE_KEY = 0x5A4D, 0x5B0F
 Batch = tuple[torch.Tensor, torch.Tensor | None]
@@ -195,14 +195,7 @@ class StreamSource:
 
     def load_state_dict(self, states: list[dict]) -> None:
         """`states`: the state_dicts of all ranks of the run that saved (any world size)."""
-        if not states:
-            raise ValueError("no data states to load")
-        modes = {s.get("mode") for s in states}
-        if modes != {"stream"}:
-            raise ValueError(
-                f"data state of mode {sorted(map(str, modes))} cannot resume data.mode=stream; "
-                "resume with the data.mode the checkpoint was written with"
-            )
+        check_states(states, "stream")
         where = {(int(s["epoch"]), int(s["batches_in_epoch"])) for s in states}
         if len(where) != 1:
             raise ValueError(f"ranks saved different (epoch, batch) data states {sorted(where)}")

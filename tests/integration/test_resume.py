@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.helpers import (
     make_shards,
     metrics,
     read_wandb_history,
+    read_wandb_records,
     train,
     train_cmd,
 )
@@ -131,28 +131,6 @@ def assert_close_state(a: dict, b: dict, atol: float = 1e-5) -> None:
     assert worst <= atol, f"largest difference {worst:.3g} in {where}"
 
 
-def wandb_records(path: Path):
-    """Every protobuf Record of a `.wandb` file (the framing of helpers.read_wandb_history)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a W&B datastore file"
-    pos, block, payload = 7, 32768, b""
-    while pos + 7 <= len(data):
-        room = block - pos % block
-        if room < 7:
-            pos += room
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            continue
-        payload = chunk if kind in (1, 2) else payload + chunk
-        if kind in (1, 4):
-            rec = wandb_internal_pb2.Record()
-            rec.ParseFromString(payload)
-            yield rec
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -371,7 +349,7 @@ def test_wandb_offline_segments_and_rollback_to_an_older_checkpoint(runs, tmp_pa
     assert len(files) == 2
     by_id = {}
     for f in files:
-        [rec] = [x for x in wandb_records(f) if x.WhichOneof("record_type") == "run"][:1]
+        [rec] = [x for x in read_wandb_records(f) if x.WhichOneof("record_type") == "run"][:1]
         assert rec.run.run_group == name, rec.run
         by_id[rec.run.run_id] = f
     assert sorted(by_id) == sorted(ids)
