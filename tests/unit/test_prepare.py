@@ -15,11 +15,11 @@ from PIL import Image
 from infogan_dist import cli
 from infogan_dist.data import ShardError, decode_all, prepare, read_index
 from infogan_dist.data.prepare import read_idx, write_shards
+from tests.helpers import digits_idx
 
 REPO = Path(__file__).parents[2]
-MNIST = REPO.parent / "shared/data/mnist"
-MNIST_IMAGES = MNIST / "t10k-images-idx3-ubyte.gz"
-MNIST_LABELS = MNIST / "t10k-labels-idx1-ubyte.gz"
+# The real MNIST test digits beside the repo, else Fashion-MNIST's (same format and size).
+MNIST_IMAGES, MNIST_LABELS = digits_idx()
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
