@@ -10,6 +10,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .data import ShardIndex, read_index
+from .data.stream import check_split
 from .models import check_shape
 
 
@@ -26,6 +27,9 @@ def preflight(cfg: Config) -> ShardIndex:
             "in fp32); use train.precision=bf16 or no"
         )
     index = read_index(cfg.data.shards)
+    if cfg.data.mode == "stream":
+        world_size = launched_world_size()
+        check_split(index, world_size, cfg.data.num_workers, cfg.batch_per_rank(world_size))
     need = check_shape(cfg.model.arch, index.image_shape)
     if need:
         c, h, w = index.image_shape

@@ -119,6 +119,27 @@ def _batches(samples: Iterator, batch: int, labels: bool) -> Iterator[tuple | st
 
 # --- the rank-level source ----------------------------------------------------------------
 
+def check_split(index: ShardIndex, world_size: int, num_workers: int, batch: int) -> None:
+    """ShardError (one line) unless the shards can feed world_size x workers readers and
+    every rank's batch. Run by preflight, before any process group starts, and here."""
+    where = f"shards {index.names[0]}..{index.names[-1]} in {os.path.dirname(index.paths[0])}"
+    need = world_size * max(1, num_workers)
+    if len(index.paths) < need:
+        raise ShardError(
+            f"stream mode needs at least {need} shards ({world_size} ranks x "
+            f"{max(1, num_workers)} workers) but {where} has {len(index.paths)}; re-run "
+            f"`infogan prepare-data` with --shard-size {max(1, index.total // need)} or "
+            "less, or use fewer data.num_workers"
+        )
+    # Worst case over epochs: a rank gets the floor(S / W) smallest shards.
+    worst = sum(sorted(index.counts)[: len(index.paths) // world_size])
+    if worst < batch:
+        raise ShardError(
+            f"stream mode: a rank may get only {worst} samples of {where}, fewer than its "
+            f"batch of {batch}; use a smaller batch, fewer ranks or more data"
+        )
+
+
 class StreamSource:
     def __init__(
         self,
@@ -138,22 +159,7 @@ class StreamSource:
         self.index, self.rank, self.world_size, self.seed = index, rank, world_size, seed
         self.batch = global_batch // world_size
         self.num_workers, self.shuffle_buffer = num_workers, max(1, shuffle_buffer)
-        where = f"shards {index.names[0]}..{index.names[-1]} in {os.path.dirname(index.paths[0])}"
-        need = world_size * max(1, num_workers)
-        if len(index.paths) < need:
-            raise ShardError(
-                f"stream mode needs at least {need} shards ({world_size} ranks x "
-                f"{max(1, num_workers)} workers) but {where} has {len(index.paths)}; re-run "
-                f"`infogan prepare-data` with --shard-size {max(1, index.total // need)} or "
-                "less, or use fewer data.num_workers"
-            )
-        # Worst case over epochs: a rank gets the floor(S / W) smallest shards.
-        worst = sum(sorted(index.counts)[: len(index.paths) // world_size])
-        if worst < self.batch:
-            raise ShardError(
-                f"stream mode: a rank may get only {worst} samples of {where}, fewer than its "
-                f"batch of {self.batch}; use a smaller batch, fewer ranks or more data"
-            )
+        check_split(index, world_size, num_workers, self.batch)
         self._names = {n: i for i, n in enumerate(index.names)}
         self._start(epoch=0, k=0, done=set())
 

@@ -110,6 +110,8 @@ def _launch(cmd: list[str], env: dict[str, str]) -> tuple[int, str, float | None
         proc.wait()
         reader.join(10)
     out = "".join(lines)
+    print(f"exit {proc.returncode}; {took if took is None else round(took, 1)} s from the "
+          "start line to the exit of every process")  # shown with pytest -s
     assert hung is None, f"HANG: {hung}\n{out[-6000:]}"
     assert not left, f"processes {left} outlived the launcher\n{out[-4000:]}"
     return proc.returncode, out, took
