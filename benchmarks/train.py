@@ -6,7 +6,7 @@ Same model, batch and process; only where the batches come from differs:
   tensor  a uint8 tensor already in memory, random batches: no data layer at all
 
     .venv/bin/python benchmarks/train.py --config configs/fashion_mnist.yaml \
-        --steps 60 --warmup 10 data.shards=data/fashion_mnist/train
+        --steps 40 --warmup 10 --repeats 3 data.shards=data/fashion_mnist/train
 
 Prints images/s per source and each one's ratio to `tensor`. One process, no launcher.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -59,29 +60,33 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--sources", default="tensor,memory,stream")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="cycles over the sources; the median is reported (order effects)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
-    results = {}
+    runs: dict[str, list[float]] = {s: [] for s in args.sources.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
-        for source in args.sources.split(","):
-            mode = "stream" if source == "stream" else "memory"
-            cfg = load_config(args.config, [*args.overrides, f"data.mode={mode}",
-                                            f"run.output_dir={tmp}", f"run.name={source}",
-                                            "log.wandb=off", "log.progress=false"])
-            trainer = Trainer(cfg, read_index(cfg.data.shards))
-            batches = tensor_batches(trainer) if source == "tensor" else iter(trainer.source)
-            results[source] = measure(trainer, batches, args.steps, args.warmup)
-            del trainer, batches
+        for _ in range(args.repeats):
+            for source in runs:
+                mode = "stream" if source == "stream" else "memory"
+                cfg = load_config(args.config, [*args.overrides, f"data.mode={mode}",
+                                                f"run.output_dir={tmp}", f"run.name={source}",
+                                                "log.wandb=off", "log.progress=false"])
+                trainer = Trainer(cfg, read_index(cfg.data.shards))
+                batches = tensor_batches(trainer) if source == "tensor" else iter(trainer.source)
+                runs[source].append(measure(trainer, batches, args.steps, args.warmup))
+                del trainer, batches
+    results = {k: statistics.median(v) for k, v in runs.items()}
     base = results.get("tensor")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"# config {args.config} {' '.join(args.overrides)}; {args.steps} steps after "
-          f"{args.warmup} warm-up")
-    print("| source | images/s | vs tensor |")
-    print("| --- | ---: | ---: |")
+          f"{args.warmup} warm-up; median of {args.repeats} cycles over the sources")
+    print("| source | images/s (median) | runs | vs tensor |")
+    print("| --- | ---: | --- | ---: |")
     for k, v in results.items():
         ratio = f"{v / base:.3f}" if base else "-"
-        print(f"| {k} | {v:.1f} | {ratio} |")
+        print(f"| {k} | {v:.1f} | {', '.join(f'{x:.0f}' for x in runs[k])} | {ratio} |")
 
 
 if __name__ == "__main__":
