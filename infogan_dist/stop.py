@@ -22,8 +22,6 @@ from pathlib import Path
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-# Exit status of a run that stopped on request after saving its checkpoint.
-EXIT_STOPPED = 0
 
 
 def _process_start_time() -> float:
