@@ -44,6 +44,12 @@ def test_two_process_run_then_resume(shards, tmp_path):
     logged = [h for h in history if "loss/D" in h]
     assert [h["_step"] for h in logged] == [5, 10, 15, 20]
     assert logged[-1]["loss/D"] == pytest.approx(rows[-1]["loss/D"], rel=1e-5)
+    # traversal grids go to W&B as images at the picture steps
+    pictures = [h for h in history if "samples/categories/_type" in h]
+    assert [h["_step"] for h in pictures] == [10, 20]
+    assert all(pictures[-1][f"samples/{k}/_type"] == "image-file"
+               for k in ("categories", "c2", "c3"))
+    assert list(wandb_files[0].parent.glob("files/media/images/samples/*.png"))
 
     r = train("launch/cpu_ddp.yaml", "configs/smoke.yaml", *common, "train.max_steps=30",
               "train.resume=auto")
