@@ -18,31 +18,29 @@ class Reporter:
         self.path = metrics_path
         self.global_batch = global_batch
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.steps = 0  # steps added since the last flush
         self.t0 = time.perf_counter()
-        self.steps_since = 0
 
     def add(self, stats: dict[str, torch.Tensor]) -> None:
         for k, v in stats.items():
             v = v.detach().float()
             self.sums[k] = self.sums[k] + v if k in self.sums else v
-        self.count += 1
-        self.steps_since += 1
+        self.steps += 1
 
     def flush(self, step: int, extra: dict[str, float] | None = None) -> dict[str, float]:
         """Collective: every rank calls it at the same steps."""
         keys = sorted(self.sums)
         values: dict[str, float] = {}
         if keys:
-            vec = torch.stack([self.sums[k] for k in keys]) / max(self.count, 1)
+            vec = torch.stack([self.sums[k] for k in keys]) / max(self.steps, 1)
             vec = self.acc.reduce(vec, reduction="mean")
             values = dict(zip(keys, vec.tolist(), strict=True))  # the one host sync
         elapsed = time.perf_counter() - self.t0
-        if self.steps_since:
-            values["perf/images_per_s"] = self.global_batch * self.steps_since / elapsed
-            values["perf/s_per_step"] = elapsed / self.steps_since
+        if self.steps:
+            values["perf/images_per_s"] = self.global_batch * self.steps / elapsed
+            values["perf/s_per_step"] = elapsed / self.steps
         values |= extra or {}
-        self.sums, self.count, self.steps_since = {}, 0, 0
+        self.sums, self.steps = {}, 0
         self.t0 = time.perf_counter()
         if self.acc.is_main_process:
             with open(self.path, "a") as f:

@@ -277,8 +277,7 @@ class Trainer:
         self.state.data = gather_object([self.source.state_dict()])
         tmp = ckpt.checkpoints_root(self.run_dir) / f"{ckpt.TMP_PREFIX}{step:08d}"
         if self.acc.is_main_process:
-            ckpt.clean_stale_tmp(self.run_dir)
-            tmp.mkdir(parents=True)
+            tmp.mkdir(parents=True)  # start-up removed any .tmp left by a crash
         self.acc.wait_for_everyone()
         self.acc.save_state(str(tmp))
         faults.inject("save", self.rank, step)
