@@ -57,6 +57,7 @@ class LossConfig:
     adversarial: Literal["bce", "lsgan", "hinge"] = "bce"
     lambda_cat: float = 1.0  # weight of the categorical info loss
     lambda_cont: float = 0.1  # weight of the continuous info loss
+    q_augment: float = 0.0  # weight (x lambda_cat) of Q's category loss on transformed fakes
 
 
 @dataclass
@@ -133,6 +134,10 @@ class Config:
                "optim.betas", self.optim.betas, "two numbers in [0, 1)")
         for key in ("lr_d", "lr_g", "lr_info"):
             _check(getattr(self.optim, key) > 0, f"optim.{key}", getattr(self.optim, key), "> 0")
+        _check(self.loss.q_augment >= 0, "loss.q_augment", self.loss.q_augment, ">= 0")
+        if self.loss.q_augment > 0:
+            _check(self.latent.categorical, "loss.q_augment", self.loss.q_augment,
+                   "0 when latent.categorical is empty")
         _check(self.train.global_batch_size >= 1, "train.global_batch_size",
                self.train.global_batch_size, ">= 1")
         _check(self.train.max_steps >= 1, "train.max_steps", self.train.max_steps, ">= 1")

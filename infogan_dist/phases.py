@@ -9,6 +9,9 @@ three_optimizers (the seed): D step on real vs detached fake; G step (non-satura
 through a frozen D; info step on fresh latents over G's and D's parameters.
 paper (the authors' code): the info loss is added to the D loss and to the G loss, two
 optimizers; D's trunk and Q move with D.
+loss.q_augment > 0 adds Q's categorical loss on transformed fakes (augment.py): in the
+paper update one more D forward in each phase; in the info step the transformed copies
+join the fakes in one D forward of twice the batch.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import losses
+from . import augment, losses
 from .config import Config
 from .latent import Latent, LatentSpace
 
 Stats = dict[str, torch.Tensor]
 
 # Keys of the latent draws: the D and G phases share one fake batch, info draws afresh.
-FAKE_DRAW, INFO_DRAW = 0, 2
+# AUG_DRAW keys the transform parameters of loss.q_augment.
+FAKE_DRAW, INFO_DRAW, AUG_DRAW = 0, 2, 3
 
 
 @dataclass
@@ -46,6 +50,7 @@ class StepContext:
     G_raw: nn.Module
     D_raw: nn.Module
     sample: Callable[[int], Latent]  # draw key -> this rank's latents on the device
+    uniforms: Callable[[int], torch.Tensor]  # draw key -> this rank's transform parameters
     backward: Callable[[torch.Tensor], None]
     autocast: Callable[[], contextlib.AbstractContextManager[Any]]
     cache: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +80,16 @@ def _info(ctx: StepContext, q: torch.Tensor, latent: Latent) -> tuple[torch.Tens
     return ctx.space.info_loss(q, latent, ctx.cfg.loss.lambda_cat, ctx.cfg.loss.lambda_cont)
 
 
+def _q_augmented(ctx: StepContext, D: nn.Module, fake: torch.Tensor, latent: Latent
+                 ) -> torch.Tensor:
+    """q_augment * lambda_cat * CE of Q's categories on transformed copies of `fake`."""
+    weight = ctx.cfg.loss.q_augment * ctx.cfg.loss.lambda_cat
+    with ctx.autocast():
+        _, q = D(augment.random_affine(fake, ctx.uniforms(AUG_DRAW)), head="q")
+        loss, _ = ctx.space.info_loss(q, latent, weight, 0.0)
+    return loss
+
+
 def d_phase(ctx: StepContext) -> Stats:
     kind, paper = ctx.cfg.loss.adversarial, ctx.cfg.train.update == "paper"
     latent = ctx.sample(FAKE_DRAW)
@@ -95,6 +110,10 @@ def d_phase(ctx: StepContext) -> Stats:
             info, _ = _info(ctx, q, latent)
             total = loss_fake + info
     ctx.backward(total)
+    if paper and ctx.cfg.loss.q_augment > 0:  # its own forward, so its own backward
+        aug = _q_augmented(ctx, ctx.D, fake.detach(), latent)
+        ctx.backward(aug)
+        stats["loss/q_augment"] = aug.detach()
     stats["loss/D"] = (loss_real + loss_fake).detach()
     stats["D/real"] = losses.d_score(kind, real_logit)
     stats["D/fake"] = losses.d_score(kind, fake_logit)
@@ -112,18 +131,29 @@ def g_phase(ctx: StepContext) -> Stats:
             info, mi = _info(ctx, q, latent)
             loss = loss + info
             stats |= {"loss/info": info.detach(), **mi}
+            if ctx.cfg.loss.q_augment > 0:
+                loss = loss + _q_augmented(ctx, ctx.D_raw, fake, latent)
     ctx.backward(loss)
     return stats
 
 
 def info_phase(ctx: StepContext) -> Stats:
     latent = ctx.sample(INFO_DRAW)
+    weight = ctx.cfg.loss.q_augment * ctx.cfg.loss.lambda_cat
     with ctx.autocast():
         fake = ctx.G(ctx.space.generator_input(latent))
+        n = fake.shape[0]
+        if weight > 0:  # one D forward over both halves: G's graph has a single backward
+            fake = torch.cat([fake, augment.random_affine(fake, ctx.uniforms(AUG_DRAW))])
         _, q = ctx.D(fake, head="q")
-        loss, mi = _info(ctx, q, latent)
+        loss, mi = _info(ctx, q[:n], latent)
+        stats: Stats = {"loss/info": loss.detach(), **mi}
+        if weight > 0:
+            aug, _ = ctx.space.info_loss(q[n:], latent, weight, 0.0)
+            loss = loss + aug
+            stats["loss/q_augment"] = aug.detach()
     ctx.backward(loss)
-    return {"loss/info": loss.detach(), **mi}
+    return stats
 
 
 def build_optimizers(cfg: Config, G: nn.Module, D: nn.Module) -> dict[str, torch.optim.Optimizer]:

@@ -32,8 +32,8 @@ from accelerate.utils import (
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from . import augment, dist, faults
 from . import checkpoint as ckpt
-from . import dist, faults
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
 from .evaluate import evaluate_codes, load_eval_data
@@ -152,10 +152,15 @@ class Trainer:
                 cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size
             ).to(self.device)
 
+        def uniforms(draw: int):
+            return augment.step_uniforms(
+                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size
+            )
+
         return StepContext(
             cfg=cfg, space=self.space, step=step, real=real, G=self.G, D=self.D,
-            G_raw=self.G_raw, D_raw=self.D_raw, sample=sample, backward=self.acc.backward,
-            autocast=self.acc.autocast,
+            G_raw=self.G_raw, D_raw=self.D_raw, sample=sample, uniforms=uniforms,
+            backward=self.acc.backward, autocast=self.acc.autocast,
         )
 
     def train_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -56,11 +56,11 @@ def _bitwise_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
             and not (a[n].dtype == b[n].dtype and torch.equal(a[n], b[n]))]
 
 
-def _assert_complete_state(state: dict[str, torch.Tensor]) -> None:
+def _assert_complete_state(state: dict[str, torch.Tensor], info: bool = True) -> None:
     """The dump really holds every kind of state tensor the property is about."""
     names = list(state)
-    for prefix in ("G.", "D.", "optimizer_D[D.", "optimizer_G[G.", "optimizer_info[G.",
-                   "optimizer_info[D."):
+    info_prefixes = ("optimizer_info[G.", "optimizer_info[D.") if info else ()
+    for prefix in ("G.", "D.", "optimizer_D[D.", "optimizer_G[G.", *info_prefixes):
         assert any(n.startswith(prefix) for n in names), (prefix, names)
     for key in ("].exp_avg", "].exp_avg_sq", "].step"):
         assert any(key in n for n in names), key
@@ -69,8 +69,11 @@ def _assert_complete_state(state: dict[str, torch.Tensor]) -> None:
 
 # --- 1. ranks identical ------------------------------------------------------------------
 
-@pytest.mark.parametrize("batchnorm", ["sync", "local"])
-def test_ranks_bitwise_identical_after_training(shards, tmp_path, batchnorm):
+@pytest.mark.parametrize("batchnorm,update", [
+    ("sync", []), ("local", []),
+    ("sync", ["train.update=paper", "loss.q_augment=1"]),  # two optimizers, 3 D forwards
+], ids=["sync", "local", "paper-q_augment"])
+def test_ranks_bitwise_identical_after_training(shards, tmp_path, batchnorm, update):
     """2 ranks, 20 steps of the conv model (BatchNorm in G, D's trunk and the Q head):
     every parameter, buffer and Adam state tensor is bitwise equal on both ranks. With
     dist.batchnorm=local only the BN running statistics may differ (documented drift).
@@ -79,10 +82,10 @@ def test_ranks_bitwise_identical_after_training(shards, tmp_path, batchnorm):
     r = train("launch/cpu_ddp.yaml", "configs/smoke.yaml", f"data.shards={shards}",
               f"run.output_dir={tmp_path}", "run.name=sync", "model.arch=infogan_mnist",
               "model.width=0.125", f"train.max_steps={STEPS}", f"dist.batchnorm={batchnorm}",
-              "dist.check_every=1", "log.images_every=0", env=_dump_env(dump))
+              "dist.check_every=1", "log.images_every=0", *update, env=_dump_env(dump))
     assert "2 process(es)" in r.stdout
     s0, s1 = load_file(str(dump / "rank0.safetensors")), load_file(str(dump / "rank1.safetensors"))
-    _assert_complete_state(s0)
+    _assert_complete_state(s0, info=not update)
     assert (tmp_path / "sync/checkpoints/step-00000020/COMPLETE").is_file()
 
     differ = _bitwise_differences(s0, s1, skip_bn_stats=batchnorm == "local")

@@ -32,6 +32,7 @@ def test_overrides_are_typed():
     ("checkpoint.keep=1", ["checkpoint.keep", ">= 2"]),
     ("latent.categorical=[1]", ["latent.categorical", ">= 2"]),
     ("optim.betas=[0.5]", ["optim.betas"]),
+    ("loss.q_augment=-1", ["loss.q_augment", ">= 0"]),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError) as e:
@@ -40,6 +41,13 @@ def test_bad_values_name_the_key(override, names):
     assert "\n" not in msg
     for n in names:
         assert n in msg
+
+
+def test_q_augment_needs_a_categorical_code():
+    with pytest.raises(ConfigError, match=r"loss.q_augment.*latent.categorical"):
+        load_config(None, ["loss.q_augment=1", "latent.categorical=[]"])
+    assert load_config(None, ["loss.q_augment=1", "latent.categorical=[]",
+                              "loss.q_augment=0"]).loss.q_augment == 0
 
 
 def test_bad_yaml_file_names_file(tmp_path):

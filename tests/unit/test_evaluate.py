@@ -238,3 +238,35 @@ def test_quality_time_to_threshold_from_step_times():
     ])
     assert "seeds >= 95%: 1/2" in table and "FAILED: training exited 1" in table
     assert "median accuracy of c1: 0.9700" in table
+
+
+def test_quality_parallel_seeds_share_the_cores(monkeypatch):
+    from benchmarks.quality import thread_env
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert "OMP_NUM_THREADS" not in thread_env(1)  # one run: torch's own default
+    assert thread_env(2)["OMP_NUM_THREADS"] == "4"
+    assert thread_env(16)["OMP_NUM_THREADS"] == "1"
+
+
+# --- benchmarks/curves.py ---------------------------------------------------------------
+def test_curves_draws_one_panel_per_key(tmp_path):
+    from PIL import Image
+
+    from benchmarks.curves import main as curves_main
+    from benchmarks.curves import series
+
+    run = tmp_path / "run-a"
+    run.mkdir()
+    rows = [{"step": 50, "mi/c1": 1.0}, {"step": 100, "mi/c1": 2.0, "eval/acc/c1": 0.5},
+            {"step": 150, "mi/c1": 2.2}]
+    (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n{\"step\": 2")
+    assert series(run / "metrics.jsonl", "eval/acc/c1") == [(100, 0.5)]  # cut line skipped
+    out = tmp_path / "c.png"
+    assert curves_main([str(run / "metrics.jsonl"), "--key", "mi/c1", "--key", "eval/acc/c1",
+                 "--hline", "2.3026", "--out", str(out)]) == 0
+    img = Image.open(out)
+    assert img.size == (560, 600)
+    assert len(img.getcolors(1 << 16)) > 2  # drew more than a frame on white
+    assert curves_main([str(tmp_path / "none.jsonl"), "--key", "mi/c1", "--out", str(out)]) == 2

@@ -6,16 +6,16 @@ import contextlib
 import pytest
 import torch
 
-from infogan_dist import losses
+from infogan_dist import augment, losses
 from infogan_dist.config import load_config
 from infogan_dist.latent import LatentSpace
 from infogan_dist.models import build_models
 from infogan_dist.phases import StepContext, build_optimizers, build_phases
 
 
-def setup(update):
+def setup(update, *extra):
     cfg = load_config(None, ["model.arch=mlp", "model.width=0.1", "latent.noise_dim=4",
-                             f"train.update={update}", "train.global_batch_size=8"])
+                             f"train.update={update}", "train.global_batch_size=8", *extra])
     torch.manual_seed(0)
     space = LatentSpace(cfg.latent)
     G, D = build_models(cfg.model, space.input_dim, space.q_dim, (1, 8, 8))
@@ -24,6 +24,7 @@ def setup(update):
     ctx = StepContext(
         cfg=cfg, space=space, step=0, real=torch.rand(8, 1, 8, 8) * 2 - 1, G=G, D=D,
         G_raw=G, D_raw=D, sample=lambda k: space.sample_step(0, 0, k, 8, 0, 1),
+        uniforms=lambda k: augment.step_uniforms(0, 0, k, 8, 0, 1),
         backward=lambda loss: loss.backward(), autocast=contextlib.nullcontext,
     )
     return G, D, phases, ctx
@@ -95,3 +96,40 @@ def test_adversarial_losses_on_known_logits(kind):
         assert torch.isclose(losses.d_loss_real(kind, z) + losses.d_loss_fake(kind, z),
                              torch.tensor(0.6931), atol=1e-4)
         assert torch.isclose(losses.g_loss(kind, z), torch.tensor(0.6931), atol=1e-4)
+
+
+# --- loss.q_augment: Q names the category of transformed fakes too ----------------------
+def test_affine_transform_identity_background_and_gradient():
+    x = (torch.rand(3, 1, 28, 28) * 2 - 1).requires_grad_()
+    same = augment.random_affine(x, torch.full((3, augment.PARAMS), 0.5))  # all-zero moves
+    assert torch.allclose(same, x, atol=1e-5)
+    moved = augment.random_affine(x, torch.tensor([[1.0, 0.5, 0.5, 0.5]] * 3))  # +15 degrees
+    assert not torch.allclose(moved, x, atol=0.1)
+    blank = augment.random_affine(-torch.ones(2, 1, 28, 28), torch.rand(2, augment.PARAMS))
+    assert torch.allclose(blank, -torch.ones_like(blank), atol=1e-6), "uncovered pixels not -1"
+    moved.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_transform_parameters_are_keyed_and_world_size_invariant():
+    one = augment.step_uniforms(7, 3, 3, 8, 0, 1)
+    two = torch.cat([augment.step_uniforms(7, 3, 3, 8, r, 2) for r in range(2)])
+    assert torch.equal(one, two) and one.shape == (8, augment.PARAMS)
+    assert torch.equal(one, augment.step_uniforms(7, 3, 3, 8, 0, 1))
+    assert not torch.equal(one, augment.step_uniforms(7, 4, 3, 8, 0, 1))
+
+
+@pytest.mark.parametrize("update", ["paper", "three_optimizers"])
+def test_q_augment_adds_a_loss_that_moves_g_and_q(update):
+    after = {}
+    for weight in (0, 1):
+        G, D, phases, ctx = setup(update, f"loss.q_augment={weight}")
+        stats = {}
+        for phase in phases:
+            stats |= run(phase, ctx)
+        assert ("loss/q_augment" in stats) == bool(weight)
+        after[weight] = snapshot(G), snapshot(D)
+    g_diff = {k for k, v in after[0][0].items() if not torch.equal(v, after[1][0][k])}
+    q_diff = {k for k, v in after[0][1].items() if k.startswith("q")
+              and not torch.equal(v, after[1][1][k])}
+    assert g_diff and q_diff, "the augmented category loss reached neither G nor Q"
