@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .latent import keyed_generator
+from .latent import keyed_generator, rank_rows
 
 MAX_DEGREES = 15.0  # rotation in [-15, 15] degrees
 MAX_SCALE = 0.1  # zoom in [0.9, 1.1]
@@ -33,8 +33,7 @@ def step_uniforms(
 ) -> torch.Tensor:
     """This rank's rows of a [global_batch, PARAMS] U(0, 1) draw keyed by (seed, step, key)."""
     full = torch.rand(global_batch, PARAMS, generator=keyed_generator(seed, step, key, 0xA06))
-    per_rank = global_batch // world_size
-    return full[rank * per_rank : (rank + 1) * per_rank]
+    return full[rank_rows(global_batch, rank, world_size)]
 
 
 def random_affine(x: torch.Tensor, u: torch.Tensor, background: float = -1.0) -> torch.Tensor:

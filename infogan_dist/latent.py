@@ -30,6 +30,12 @@ def keyed_generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed & ((1 << 63) - 1))
 
 
+def rank_rows(global_batch: int, rank: int, world_size: int) -> slice:
+    """The rows of a global-batch draw that belong to `rank`."""
+    per_rank = global_batch // world_size
+    return slice(rank * per_rank, (rank + 1) * per_rank)
+
+
 @dataclass
 class Latent:
     """One batch of latents. `cat` holds class indices, one column per categorical code."""
@@ -103,8 +109,7 @@ class LatentSpace:
     ) -> Latent:
         """This rank's slice of the global batch of latents for (seed, step, phase)."""
         full = self.sample(global_batch, keyed_generator(seed, step, phase, 0x1A7E))
-        per_rank = global_batch // world_size
-        return full[rank * per_rank : (rank + 1) * per_rank]
+        return full[rank_rows(global_batch, rank, world_size)]
 
     def generator_input(self, latent: Latent) -> torch.Tensor:
         parts = [latent.z]

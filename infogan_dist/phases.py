@@ -80,14 +80,18 @@ def _info(ctx: StepContext, q: torch.Tensor, latent: Latent) -> tuple[torch.Tens
     return ctx.space.info_loss(q, latent, ctx.cfg.loss.lambda_cat, ctx.cfg.loss.lambda_cont)
 
 
+def _q_augment_loss(ctx: StepContext, q: torch.Tensor, latent: Latent) -> torch.Tensor:
+    """q_augment * lambda_cat * CE of Q's categories, q from transformed fakes."""
+    weight = ctx.cfg.loss.q_augment * ctx.cfg.loss.lambda_cat
+    return ctx.space.info_loss(q, latent, weight, 0.0)[0]
+
+
 def _q_augmented(ctx: StepContext, D: nn.Module, fake: torch.Tensor, latent: Latent
                  ) -> torch.Tensor:
-    """q_augment * lambda_cat * CE of Q's categories on transformed copies of `fake`."""
-    weight = ctx.cfg.loss.q_augment * ctx.cfg.loss.lambda_cat
+    """_q_augment_loss on transformed copies of `fake`, through D."""
     with ctx.autocast():
         _, q = D(augment.random_affine(fake, ctx.uniforms(AUG_DRAW)), head="q")
-        loss, _ = ctx.space.info_loss(q, latent, weight, 0.0)
-    return loss
+        return _q_augment_loss(ctx, q, latent)
 
 
 def d_phase(ctx: StepContext) -> Stats:
@@ -139,17 +143,17 @@ def g_phase(ctx: StepContext) -> Stats:
 
 def info_phase(ctx: StepContext) -> Stats:
     latent = ctx.sample(INFO_DRAW)
-    weight = ctx.cfg.loss.q_augment * ctx.cfg.loss.lambda_cat
+    augmented = ctx.cfg.loss.q_augment > 0
     with ctx.autocast():
         fake = ctx.G(ctx.space.generator_input(latent))
         n = fake.shape[0]
-        if weight > 0:  # one D forward over both halves: G's graph has a single backward
+        if augmented:  # one D forward over both halves: G's graph has a single backward
             fake = torch.cat([fake, augment.random_affine(fake, ctx.uniforms(AUG_DRAW))])
         _, q = ctx.D(fake, head="q")
         loss, mi = _info(ctx, q[:n], latent)
         stats: Stats = {"loss/info": loss.detach(), **mi}
-        if weight > 0:
-            aug, _ = ctx.space.info_loss(q[n:], latent, weight, 0.0)
+        if augmented:
+            aug = _q_augment_loss(ctx, q[n:], latent)
             loss = loss + aug
             stats["loss/q_augment"] = aug.detach()
     ctx.backward(loss)
