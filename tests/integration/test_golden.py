@@ -1,0 +1,64 @@
+"""Golden loss traces: a refactor must not move the numbers unseen.
+
+Two 20-step runs on one rank, every step logged: `configs/smoke.yaml` (seed MLP, three
+optimizers) and `configs/mnist.yaml` at model.width=0.25 (paper conv nets, paper update,
+loss.q_augment). Their `loss/D`, `loss/G`, `loss/info` and `mi/c1` must equal the pinned
+values in tests/assets/losses/ exactly.
+
+Tolerance: none (bitwise). One CPU process with OMP_NUM_THREADS=1 (tests/helpers.py) runs
+the same kernels in the same order every time on this machine type, and every random draw
+is keyed by (seed, step), so equal code gives equal floats. A deliberate numeric change
+(another Adam implementation, another summation order) moves them: re-record with
+`INFOGAN_RECORD_GOLDEN=1 pytest tests/integration/test_golden.py` in a commit of its own
+that names the change. A CPU with other SIMD kernels may differ in the last bits; re-record
+there rather than loosen the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MNIST_DIR, ROOT, make_shards, metrics, train
+
+pytestmark = pytest.mark.integration
+
+ASSETS = ROOT / "tests" / "assets" / "losses"
+KEYS = ("loss/D", "loss/G", "loss/info", "mi/c1")
+CASES = {
+    "smoke": ("configs/smoke.yaml", []),
+    "mnist_w025": ("configs/mnist.yaml", ["model.width=0.25"]),
+}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    # The real MNIST digits only: the Fashion-MNIST fallback of make_shards would give
+    # other numbers, and a golden test must fail rather than compare against them.
+    assert (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), (
+        f"the golden traces were recorded on the MNIST digits in {MNIST_DIR}")
+    return make_shards(tmp_path_factory.mktemp("golden") / "shards", limit=1024, shard_size=256)
+
+
+def trace(run_dir: Path) -> list[dict]:
+    return [{"step": r["step"], **{k: r[k] for k in KEYS}} for r in metrics(run_dir)]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_trace(name, digits, tmp_path):
+    config, extra = CASES[name]
+    train("launch/cpu.yaml", config, f"data.shards={digits}", f"run.output_dir={tmp_path}",
+          "run.name=golden", "run.seed=0", "train.max_steps=20", "train.resume=none",
+          "log.every=1", "log.eval_every=0", "log.images_every=0", "log.wandb=off",
+          "log.progress=false", "checkpoint.every=20", *extra)
+    got = trace(tmp_path / "golden")
+    asset = ASSETS / f"{name}.json"
+    if os.environ.get("INFOGAN_RECORD_GOLDEN"):
+        asset.write_text(json.dumps(got, indent=1) + "\n")
+    want = json.loads(asset.read_text())
+    assert [r["step"] for r in got] == list(range(1, 21))
+    for g, w in zip(got, want, strict=True):
+        assert g == w, f"{name}: step {w['step']} moved: got {g}, pinned {w}"
