@@ -1,9 +1,10 @@
-"""Draw training curves from metrics.jsonl files as one PNG (no plotting dependency).
+"""Draw training curves from metrics.jsonl files as one PNG (matplotlib, Agg backend).
 
     .venv/bin/python benchmarks/curves.py --out docs/mi_curve.png \\
         --key mi/c1 --key eval/acc/c1 runs/quality-*/quality-*/metrics.jsonl
 
-One panel per key, one line per file (labelled by its run directory), step on the x axis.
+One panel per key, one line per file (labelled by its run directory), step on the x axis
+(optimizer steps) and the metric on the y axis (nats for mi/*, a fraction for acc/*).
 Rows without the key are skipped, so eval-only keys (eval/acc/c1) draw their own points.
 """
 
@@ -14,11 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+import matplotlib
 
-PANEL_W, PANEL_H, MARGIN = 560, 300, 48
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+UNITS = {"mi/": "nats", "eval/mi/": "nats", "eval/acc/": "fraction correct",
+         "loss/": "loss", "perf/images_per_s": "images/s"}
 
 
 def series(path: Path, key: str) -> list[tuple[int, float]]:
@@ -28,43 +31,14 @@ def series(path: Path, key: str) -> list[tuple[int, float]]:
             row = json.loads(line)
         except ValueError:
             continue  # a line cut by a crash
-        if key in row:
+        if row.get(key) is not None:
             points.append((row["step"], float(row[key])))
     return sorted(points)
 
 
-def draw_panel(draw: ImageDraw.ImageDraw, top: int, key: str,
-               lines: list[tuple[str, list[tuple[int, float]]]],
-               hline: float | None) -> None:
-    pts = [p for _, s in lines for p in s]
-    if not pts:
-        draw.text((MARGIN, top + PANEL_H // 2), f"{key}: not logged", fill="black")
-        return
-    x1 = max(p[0] for p in pts) or 1
-    lo = min(p[1] for p in pts + ([(0, hline)] if hline is not None else []))
-    hi = max(p[1] for p in pts + ([(0, hline)] if hline is not None else []))
-    lo, hi = (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1))
-    left, right, bottom = MARGIN, PANEL_W - 10, top + PANEL_H - 24
-
-    def xy(step: int, v: float) -> tuple[float, float]:
-        return (left + (right - left) * step / x1,
-                bottom - (bottom - top - 20) * (v - lo) / (hi - lo))
-
-    draw.rectangle([left, top + 20, right, bottom], outline="black")
-    draw.text((left, top + 4), key, fill="black")
-    for v in (lo, (lo + hi) / 2, hi):
-        draw.text((2, xy(0, v)[1] - 6), f"{v:.3g}", fill="black")
-    draw.text((right - 60, bottom + 6), f"step {x1}", fill="black")
-    if hline is not None:
-        draw.line([xy(0, hline), xy(x1, hline)], fill=(160, 160, 160), width=1)
-    for i, (label, s) in enumerate(lines):
-        colour = COLOURS[i % len(COLOURS)]
-        if len(s) > 1:
-            draw.line([xy(*p) for p in s], fill=colour, width=2)
-        for p in s:
-            x, y = xy(*p)
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((left + 6, top + 24 + 12 * i), label, fill=colour)
+def unit(key: str) -> str:
+    return next((u for prefix, u in sorted(UNITS.items(), key=lambda x: -len(x[0]))
+                 if key.startswith(prefix)), "value")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,14 +54,29 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: no such metrics file: {missing[0]}", file=sys.stderr)
         return 2
-    img = Image.new("RGB", (PANEL_W, PANEL_H * len(args.key)), "white")
-    draw = ImageDraw.Draw(img)
+    fig, axes = plt.subplots(len(args.key), 1, figsize=(7, 3.2 * len(args.key)),
+                             squeeze=False)
     for i, key in enumerate(args.key):
-        lines = [(f.parent.name, series(f, key)) for f in args.files]
-        hline = args.hline[i] if i < len(args.hline) else None
-        draw_panel(draw, i * PANEL_H, key, lines, hline)
+        ax = axes[i][0]
+        for f in args.files:
+            s = series(f, key)
+            if s:
+                ax.plot([x for x, _ in s], [y for _, y in s], marker="." if len(s) < 40 else "",
+                        label=f.parent.name)
+        if i < len(args.hline):
+            ax.axhline(args.hline[i], color="grey", linestyle="--", linewidth=1,
+                       label=f"reference {args.hline[i]:g}")
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{key} ({unit(key)})")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, f"{key}: not logged", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    img.save(args.out)
+    fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
     return 0
 

@@ -1,8 +1,12 @@
-"""Crash-safe checkpoints and the trainer state they carry.
+"""Checkpoints, in one place: finding, loading, saving, pruning, setting aside, and
+loading for inference (`infogan eval`, `infogan sample`).
 
 Layout: {run_dir}/checkpoints/step-{N:08d}/ holds Accelerate's state (models as
-safetensors, optimizers, scaler, per-rank RNG), `generator.safetensors` for sampling,
-`train_state.json` and `config.yaml`, and a `COMPLETE` marker.
+safetensors, optimizers, scaler, per-rank RNG) and the manager's parts: by default
+`generator.safetensors` for sampling, `config.yaml`, and `train_state.json` (the
+TrainerState, which also says what the checkpoint holds: image shape, latent spec,
+architecture), and a `COMPLETE` marker. A new file in every checkpoint is one more
+Part in the list the trainer hands to CheckpointManager.
 
 Write protocol: everything goes to `.tmp-step-N/`; all ranks finish
 (`wait_for_everyone`); the main process writes COMPLETE, renames the directory into
@@ -17,12 +21,26 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, config_from_dict, frozen_differences
+import torch
+from torch import nn
+
+from . import faults
+from .config import (
+    CheckpointConfig,
+    Config,
+    ConfigError,
+    LatentConfig,
+    ModelConfig,
+    config_from_dict,
+)
+from .config import resume_conflicts as _conflicts
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-step-"
@@ -39,12 +57,16 @@ class TrainerState:
     images_seen: int = 0  # real images consumed, all ranks together
     world_size: int = 1  # of the run that wrote this state (informational)
     data: list[dict[str, Any]] = field(default_factory=list)  # data-source state per rank
+    # What the checkpoint holds, read back by eval, sample and resume (nothing guesses):
+    image_shape: list[int] = field(default_factory=list)  # [C, H, W] G makes and D judges
+    latent: dict[str, Any] = field(default_factory=dict)  # the LatentConfig of the codes
+    model: dict[str, Any] = field(default_factory=dict)  # the ModelConfig (arch, width)
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        for k in ("step", "epoch", "images_seen", "world_size", "data"):
+        for k in asdict(self):
             if k in d:
                 setattr(self, k, d[k])
 
@@ -105,8 +127,6 @@ def find_resume(run_dir: Path, resume: str) -> tuple[Path | None, list[str]]:
     if resume != "auto":
         path = Path(resume)
         if not is_complete(path):
-            from .config import ConfigError
-
             raise ConfigError(
                 f"train.resume={resume}: not a complete checkpoint (needs {COMPLETE} and "
                 f"{STATE_FILE}); use train.resume=auto or a checkpoints/step-N directory"
@@ -129,13 +149,7 @@ def read_config(path: Path) -> Config:
 
 def resume_conflicts(path: Path, cfg: Config) -> list[str]:
     """Frozen keys (architecture, latent spec, update) that differ from the checkpoint."""
-    old = read_config(path)
-    flat_old, flat_new = old.to_dict(), cfg.to_dict()
-    out = []
-    for key in frozen_differences(old, cfg):
-        section, name = key.split(".", 1)
-        out.append(f"{key} ({flat_old[section][name]!r} -> {flat_new[section][name]!r})")
-    return out
+    return _conflicts(read_config(path), cfg)
 
 
 def finalize(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
@@ -187,3 +201,189 @@ def clean_stale_tmp(run_dir: Path) -> list[Path]:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale
+
+
+# --- the manager ------------------------------------------------------------------------
+@dataclass
+class Part:
+    """One file of every checkpoint beside Accelerate's: written by the main process
+    into the temporary directory, read back on resume (every rank) when `load` is set."""
+
+    name: str
+    save: Callable[[Path], None]  # writes checkpoint_dir / name
+    load: Callable[[Path], None] | None = None  # reads checkpoint_dir / name
+
+
+class CheckpointManager:
+    """Owns the checkpoint protocol and its timing. The loop calls `step(n, last=...)`
+    after every optimizer step; the manager decides whether to save (every
+    checkpoint.every steps and at the last step) and does it on every rank:
+    `before_save` (all ranks: e.g. the cross-rank check and gathering per-rank state),
+    Accelerate's state (all ranks), the parts (main), COMPLETE, rename, pruning."""
+
+    def __init__(self, run_dir: Path, cfg: CheckpointConfig, accelerator: Any,
+                 parts: list[Part], before_save: Callable[[], None] = lambda: None):
+        self.run_dir, self.cfg, self.acc = Path(run_dir), cfg, accelerator
+        self.parts = parts
+        self.before_save = before_save
+        self.main = accelerator.is_main_process
+
+    def start(self) -> None:
+        """Main process, at start-up: the remains of an interrupted save go."""
+        if self.main:
+            for p in clean_stale_tmp(self.run_dir):
+                print(f"warning: removed the remains of an interrupted save: {p}", flush=True)
+
+    def resume(self, setting: str) -> Path | None:
+        """Loads the checkpoint `train.resume` names (auto: the newest complete one) into
+        Accelerate's objects and every part; sets aside newer abandoned checkpoints.
+        Returns its path, or None when the run starts fresh."""
+        path, warnings = find_resume(self.run_dir, setting)
+        if self.main:
+            for w in warnings:
+                print(f"warning: {w}", flush=True)
+        if path is None:
+            return None
+        try:
+            self.acc.load_state(str(path))
+        except pickle.UnpicklingError as e:
+            # weights_only refused an object: never retry with weights_only=False.
+            raise CheckpointError(
+                f"refusing to load {path}: it holds pickled objects beyond tensors "
+                f"({str(e).splitlines()[-1][:120]}); it may not come from this trainer"
+            ) from None
+        for part in self.parts:
+            if part.load is not None:
+                part.load(path)
+        return path
+
+    def set_aside_newer(self, step: int) -> None:
+        if self.main:
+            for p in set_aside_newer(self.run_dir, step):
+                print(f"warning: resumed from an older checkpoint; set aside {p}", flush=True)
+        self.acc.wait_for_everyone()
+
+    def step(self, step: int, last: bool) -> Path | None:
+        """Called by every rank after every step; saves when it is time."""
+        if step % self.cfg.every == 0 or last:
+            return self.save(step)
+        return None
+
+    def save(self, step: int) -> Path:
+        self.before_save()
+        tmp = checkpoints_root(self.run_dir) / f"{TMP_PREFIX}{step:08d}"
+        if self.main:
+            tmp.mkdir(parents=True)  # start-up removed any .tmp left by a crash
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        faults.inject("save", self.acc.process_index, step)
+        if self.main:
+            for part in self.parts:
+                part.save(tmp / part.name)
+        self.acc.wait_for_everyone()  # every rank's files are on disk
+        if self.main:
+            finalize(self.run_dir, tmp, step, self.cfg.keep)
+        self.acc.wait_for_everyone()
+        return step_dir(self.run_dir, step)
+
+
+def save_tensors(module: nn.Module, path: Path) -> None:
+    """A module's state as safetensors (CPU, contiguous)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+              str(path))
+
+
+# --- loading for inference (infogan eval / sample) ---------------------------------------
+@dataclass
+class Loaded:
+    path: Path
+    cfg: Config
+    space: Any  # LatentSpace
+    G: nn.Module
+    D: nn.Module | None
+    step: int | None
+    image_shape: tuple[int, int, int]
+
+
+GENERATOR_FILE, D_FILE = "generator.safetensors", "model_1.safetensors"
+
+
+def _not_a_checkpoint(path: Path, missing: str) -> ValueError:
+    hint = "pass a checkpoints/step-N directory"
+    good, _ = list_checkpoints(path) if path.is_dir() else ([], [])
+    if good:
+        hint = f"{path} is a run directory; pass one of its checkpoints, e.g. {good[-1]}"
+    return ValueError(f"{path} is not a complete checkpoint (no {missing}); {hint}")
+
+
+def check_files(path: Path, with_d: bool = True) -> None:
+    """ValueError unless `path` holds what loading needs: config.yaml, train_state.json
+    and generator.safetensors; with D also model_1.safetensors and COMPLETE."""
+    need = ["config.yaml", STATE_FILE, GENERATOR_FILE]
+    if with_d:
+        need += [COMPLETE, D_FILE]
+    if not path.is_dir():
+        raise ValueError(f"checkpoint directory {path} does not exist")
+    for name in need:
+        if not (path / name).is_file():
+            raise _not_a_checkpoint(path, name)
+
+
+def read_holds(path: Path) -> tuple[list[int], LatentConfig, ModelConfig, int | None]:
+    """(image shape, latent spec, architecture, step) that train_state.json records."""
+    try:
+        state = read_state(path)
+        shape = [int(x) for x in state["image_shape"]]
+        latent, model = LatentConfig(**state["latent"]), ModelConfig(**state["model"])
+        step = int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{path / STATE_FILE} does not record image_shape, latent and model (written "
+            "before checkpoints said what they hold, or damaged); use a checkpoint of this "
+            "version, or resume the run once to write one"
+        ) from None
+    if len(shape) != 3:
+        raise ValueError(f"{path / STATE_FILE}: image_shape {shape} is not [C, H, W]")
+    return shape, latent, model, step
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))  # safetensors: never unpickles
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: unreadable safetensors file ({' '.join(str(e).split())})") \
+            from None
+
+
+def load_for_inference(path: str | Path, with_d: bool = True,
+                       device: torch.device | str = "cpu") -> Loaded:
+    """G (generator.safetensors) [+ D (model_1.safetensors)] of a checkpoint directory,
+    built from what train_state.json says it holds, as plain modules in eval mode on
+    `device`. ValueError (one line) for anything missing or mismatched."""
+    from .latent import LatentSpace
+    from .models import build_models
+
+    path = Path(path)
+    check_files(path, with_d)
+    cfg = read_config(path)
+    shape, latent, model, step = read_holds(path)
+    space = LatentSpace(latent)
+    G, D = build_models(model, space.input_dim, space.q_dim, tuple(shape))
+    parts = [(G, GENERATOR_FILE)] + ([(D, D_FILE)] if with_d else [])
+    for module, name in parts:
+        state = _read_weights(path / name)
+        own = module.state_dict()
+        if own.keys() != state.keys() or any(own[k].shape != state[k].shape for k in own):
+            raise ValueError(
+                f"{path / name}: weights do not fit what {STATE_FILE} records (model.arch="
+                f"{model.arch}, width {model.width}, latent {space.input_dim} -> q "
+                f"{space.q_dim}, images {shape})"
+            )
+        module.load_state_dict(state)
+        module.to(device).eval()
+    return Loaded(path, cfg, space, G, D if with_d else None, step, tuple(shape))

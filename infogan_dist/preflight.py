@@ -52,6 +52,13 @@ def preflight(cfg: Config) -> ShardIndex:
                 f"cannot resume from {path}: {', '.join(conflicts)} differ from the "
                 "checkpoint; use another run.name to start a new run"
             )
+        held = ckpt.read_state(path).get("image_shape")
+        if held and list(held) != list(index.image_shape):
+            raise ConfigError(
+                f"cannot resume from {path}: it holds a model of {list(held)} images but "
+                f"data.shards={cfg.data.shards} holds {list(index.image_shape)}; resume with "
+                "the data it was trained on, or use another run.name"
+            )
     elif cfg.train.resume == "none" and ckpt.list_checkpoints(cfg.run_dir)[0]:
         raise ConfigError(
             f"train.resume=none but {cfg.run_dir} already holds checkpoints; use another "

@@ -4,7 +4,8 @@
     infogan sample --checkpoint DIR --out threes.png --fix c1=3 --n 100
     infogan sample --checkpoint DIR --out rotation.png --fix c1=7 --sweep c2=-2:2:10 --n 80
 
-Needs only DIR/config.yaml and DIR/generator.safetensors (no pickle is ever read). G runs
+Needs DIR/config.yaml, DIR/train_state.json (what the checkpoint holds: image shape,
+latent spec, architecture) and DIR/generator.safetensors (no pickle is ever read). G runs
 in eval mode (BatchNorm running statistics), on the CPU unless --device says otherwise.
 Codes not fixed are drawn from their priors with a generator keyed by --seed, so the
 same command draws the same picture.
@@ -23,7 +24,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from .evaluate import load_checkpoint, pick_device
+from .checkpoint import load_for_inference
+from .evaluate import pick_device
 from .latent import Latent, LatentSpace, keyed_generator
 from .pictures import _render
 
@@ -151,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.nrow is not None and args.nrow < 1:
         raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
-    loaded = load_checkpoint(args.checkpoint, with_d=False, device=pick_device(args.device))
+    loaded = load_for_inference(args.checkpoint, with_d=False, device=pick_device(args.device))
     seed = loaded.cfg.run.seed if args.seed is None else args.seed
     latent, nrow = build_latents(loaded.space, args.n, seed, args.fix, args.sweep)
     images = _render(loaded.G, loaded.space, latent)

@@ -1,5 +1,6 @@
-"""The Trainer: Accelerate for devices, DDP, precision and checkpoint state; phases for
-the updates; one TrainerState; one Reporter.
+"""The Trainer: set-up (Accelerate, models, update rule, data, checkpoints, tracking)
+and the loop. Everything else has its own home: checkpoints (checkpoint.py), update
+rules and loss terms (updates.py, terms.py), tracking (tracking.py), ranks (ranks.py).
 
 Distributed design (README "How ranks stay in sync"):
 - Every random draw of a step (data order, latents) is keyed by (seed, step) over the
@@ -12,14 +13,11 @@ Distributed design (README "How ranks stay in sync"):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import pickle
-import secrets
-import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -32,57 +30,67 @@ from accelerate.utils import (
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from . import augment, dist, faults
-from . import checkpoint as ckpt
+from . import augment, faults, ranks
+from .checkpoint import (
+    STATE_FILE,
+    CheckpointError,
+    CheckpointManager,
+    Part,
+    TrainerState,
+    read_state,
+    save_tensors,
+    write_text_durably,
+)
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
-from .evaluate import evaluate_codes, load_eval_data
+from .data.labelled import load_eval_data
 from .latent import LatentSpace
 from .models import build_models
-from .phases import StepContext, build_optimizers, build_phases
 from .pictures import save_pictures
-from .reporter import Reporter, truncate_metrics
+from .scores import METRICS, EvalInputs
 from .stop import StopRequest
+from .tracking import Tracker
+from .updates import UPDATE_RULES, StepInputs
 
 EVAL_IMAGES, EVAL_SAMPLES = 2000, 2048
 
 
 class Trainer:
     def __init__(self, cfg: Config, index: ShardIndex):
-        self.cfg = cfg
-        self.index = index
-        self.run_dir = cfg.run_dir
-        wandb_mode = wandb_mode_for(cfg.log.wandb)
+        self.cfg, self.index, self.run_dir = cfg, index, cfg.run_dir
+        self.tracker = Tracker(cfg, self.run_dir)
         self.acc = Accelerator(
             # Accelerate 1.15 treats a torchrun-launched CPU process as non-distributed
             # unless told cpu=True; with it, several CPU processes form a gloo group.
             cpu=not torch.cuda.is_available(),
             mixed_precision=cfg.train.precision,
-            log_with="wandb" if wandb_mode else None,
             project_dir=str(self.run_dir),
             kwargs_handlers=[
                 DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False),
                 InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.dist.timeout_s)),
             ],
+            **self.tracker.accelerator_kwargs(),
         )
-        self.wandb_mode = wandb_mode
         self.rank, self.world_size = self.acc.process_index, self.acc.num_processes
         self.device = self.acc.device
         self.local_batch = cfg.batch_per_rank(self.world_size)
         self.space = LatentSpace(cfg.latent)
-        self.state = ckpt.TrainerState(world_size=self.world_size)
+        self.state = TrainerState(
+            world_size=self.world_size, image_shape=list(index.image_shape),
+            latent=dataclasses.asdict(cfg.latent), model=dataclasses.asdict(cfg.model))
 
         set_seed(cfg.run.seed)  # identical initial weights on every rank
         G, D = build_models(cfg.model, self.space.input_dim, self.space.q_dim, index.image_shape)
         if cfg.dist.batchnorm == "sync":
-            dist.convert_batchnorm(G)
-            dist.convert_batchnorm(D)
-        opts = build_optimizers(cfg, G, D)
+            ranks.convert_batchnorm(G)
+            ranks.convert_batchnorm(D)
+        rule = UPDATE_RULES[cfg.train.update]
+        opts = rule.build_optimizers(cfg, G, D)
         prepared = self.acc.prepare(G, D, *opts.values())
         self.G, self.D = prepared[0], prepared[1]
         self.optimizers = dict(zip(opts, prepared[2:], strict=True))
         self.G_raw, self.D_raw = self.acc.unwrap_model(self.G), self.acc.unwrap_model(self.D)
-        self.phases = build_phases(cfg, self.optimizers)
+        self.phases = rule.build_phases(cfg, self.space, self.optimizers)
 
         self.source = open_source(
             cfg.data, index, rank=self.rank, world_size=self.world_size,
@@ -94,57 +102,42 @@ class Trainer:
         self.eval_data = (load_eval_data(cfg, limit=EVAL_IMAGES)
                           if cfg.log.eval_every and self.acc.is_main_process else None)
         self.stop = StopRequest(self.run_dir / "STOP", self.acc.is_main_process)
-        self.reporter = Reporter(self.acc, self.run_dir / "metrics.jsonl",
-                                 cfg.train.global_batch_size)
+        self.checkpoints = CheckpointManager(
+            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save, parts=[
+                Part("generator.safetensors", lambda p: save_tensors(self.G_raw, p)),
+                Part("config.yaml", lambda p: save_config(self.cfg, p)),
+                Part(STATE_FILE, lambda p: write_text_durably(
+                    p, json.dumps(self.state.state_dict(), indent=1)), load=self._load_state),
+            ])
 
     # --- set-up --------------------------------------------------------------------
-    def _resume(self) -> None:
-        path, warnings = ckpt.find_resume(self.run_dir, self.cfg.train.resume)
-        for w in warnings:
-            dist.print0(f"warning: {w}")
-        if path is None:
-            return
-        try:
-            self.acc.load_state(str(path))
-        except pickle.UnpicklingError as e:
-            # weights_only refused an object: never retry with weights_only=False.
-            raise ckpt.CheckpointError(
-                f"refusing to load {path}: it holds pickled objects beyond tensors "
-                f"({str(e).splitlines()[-1][:120]}); it may not come from this trainer"
-            ) from None
-        self.state.load_state_dict(ckpt.read_state(path))
-        self.state.world_size = self.world_size
-        self.source.load_state_dict(self.state.data)
-        if self.acc.is_main_process:
-            for p in ckpt.set_aside_newer(self.run_dir, self.state.step):
-                print(f"warning: resumed from an older checkpoint; set aside {p}", flush=True)
-        self.acc.wait_for_everyone()
-        dist.print0(f"resumed from {path} at step {self.state.step}")
-
-    def _start_run_dir(self) -> None:
+    def _start(self) -> None:
+        """Run directory, then the checkpoint to resume from, then tracking."""
         if self.acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for p in ckpt.clean_stale_tmp(self.run_dir):
-                print(f"warning: removed the remains of an interrupted save: {p}", flush=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             self.stop.clear_stale_file()
+        self.checkpoints.start()
         self.acc.wait_for_everyone()
+        path = self.checkpoints.resume(self.cfg.train.resume)
+        if path is not None:
+            self.checkpoints.set_aside_newer(self.state.step)
+            ranks.print0(f"resumed from {path} at step {self.state.step}")
 
-    def _init_tracking(self) -> None:
-        if self.acc.is_main_process:
-            dropped = truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
-            if dropped:
-                print(f"metrics.jsonl: dropped {dropped} entries after step {self.state.step} "
-                      "(replayed from the checkpoint)", flush=True)
-        if self.wandb_mode:
-            self.acc.init_trackers(
-                self.cfg.log.project, config=self.cfg.to_dict(),
-                init_kwargs={"wandb": wandb_kwargs(self.cfg, self.run_dir, self.wandb_mode,
-                                                   self.acc.is_main_process)},
-            )
+    def _load_state(self, path: Path) -> None:
+        holds = TrainerState(image_shape=list(self.index.image_shape))
+        self.state.load_state_dict(read_state(path / STATE_FILE))
+        if self.state.image_shape and self.state.image_shape != holds.image_shape:
+            raise CheckpointError(
+                f"{path} holds a model of {self.state.image_shape} images, but data.shards="
+                f"{self.cfg.data.shards} holds {holds.image_shape}; resume with its data")
+        self.state.image_shape = holds.image_shape  # also for checkpoints written before it
+        self.state.latent = dataclasses.asdict(self.cfg.latent)  # equal: frozen on resume
+        self.state.model = dataclasses.asdict(self.cfg.model)
+        self.state.world_size = self.world_size
+        self.source.load_state_dict(self.state.data)
 
-    # --- the loop ------------------------------------------------------------------
-    def _context(self, real: torch.Tensor) -> StepContext:
+    def _inputs(self, real: torch.Tensor) -> StepInputs:
         cfg, step = self.cfg, self.state.step
 
         def sample(draw: int):
@@ -157,36 +150,39 @@ class Trainer:
                 cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size
             )
 
-        return StepContext(
+        return StepInputs(
             cfg=cfg, space=self.space, step=step, real=real, G=self.G, D=self.D,
             G_raw=self.G_raw, D_raw=self.D_raw, sample=sample, uniforms=uniforms,
             backward=self.acc.backward, autocast=self.acc.autocast,
         )
 
+    # --- the loop ------------------------------------------------------------------
     def train_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        ctx = self._context(to_float(images.to(self.device, non_blocking=True)))
+        inputs = self._inputs(to_float(images.to(self.device, non_blocking=True)))
         stats: dict[str, torch.Tensor] = {}
+        fakes = None  # the batch the D phase makes and the G phase uses
         for phase in self.phases:
             phase.optimizer.zero_grad(set_to_none=True)
-            stats |= phase.run(ctx)
+            phase_stats, fakes = phase.run(inputs, fakes)
+            stats |= phase_stats
             phase.optimizer.step()
         return stats
 
     def fit(self) -> str:
         """Trains to train.max_steps or a stop request. Returns why it ended."""
         cfg = self.cfg
-        self._start_run_dir()
-        self._resume()
+        self._start()
         if self.state.step >= cfg.train.max_steps:
-            dist.print0(f"nothing to do: step {self.state.step} >= train.max_steps="
-                        f"{cfg.train.max_steps}")
+            ranks.print0(f"nothing to do: step {self.state.step} >= train.max_steps="
+                         f"{cfg.train.max_steps}")
             return "complete"
-        self._init_tracking()
-        dist.print0(f"rank 0/{self.world_size} machine {os.environ.get('GROUP_RANK', 0)}: "
-                    f"training {cfg.run.name} on {self.device}, {self.world_size} process(es), "
-                    f"batch {self.local_batch}/rank, run dir {self.run_dir}")
+        self.tracker.start(self.acc, self.state.step)
+        machine = os.environ.get("GROUP_RANK", 0)
+        ranks.print0(f"rank 0/{self.world_size} machine {machine}: training {cfg.run.name} on "
+                     f"{self.device}, {self.world_size} process(es), batch {self.local_batch}"
+                     f"/rank, run dir {self.run_dir}")
         if self.rank != 0:
-            dist.print_all(f"machine {os.environ.get('GROUP_RANK', 0)} on {self.device}")
+            ranks.print_all(f"machine {machine} on {self.device}")
 
         bar = tqdm(total=cfg.train.max_steps, initial=self.state.step, dynamic_ncols=True,
                    disable=not (self.acc.is_main_process and cfg.log.progress))
@@ -199,31 +195,19 @@ class Trainer:
             self.state.step += 1
             self.state.images_seen += cfg.train.global_batch_size
             self.state.epoch = self.source.epoch
-            self.reporter.add(stats)
+            self.tracker.add(stats)
             bar.update(1)
 
             step = self.state.step
             faults.inject("step", self.rank, step)
-            stopping = dist.agree(self.stop.local(), self.device)
+            stopping = ranks.agree(self.stop.local(), self.device)
             last = stopping or step == cfg.train.max_steps
-            evaluating = bool(cfg.log.eval_every) and step % cfg.log.eval_every == 0
-            if step % cfg.log.every == 0 or last or evaluating:
-                extra = {"progress/epoch": float(self.state.epoch),
-                         "progress/images_seen": float(self.state.images_seen)}
-                if evaluating:
-                    extra |= self.evaluate()  # main process only; {} elsewhere
-                if self.acc.scaler is not None:
-                    extra |= {"amp/scale": float(self.acc.scaler.get_scale()),
-                              "amp/skipped_steps": float(skipped)}
-                values = self.reporter.flush(step, extra)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items()
-                                 if k.startswith(("loss/", "mi/c1"))})
+            self._log(step, last, skipped, bar)
             if cfg.dist.check_every and step % cfg.dist.check_every == 0:
                 self.check_ranks()
             if cfg.log.images_every and step % cfg.log.images_every == 0 or last:
                 self.save_pictures(step)
-            if step % cfg.checkpoint.every == 0 or last:
-                self.save_checkpoint()
+            self.checkpoints.step(step, last=last)
             if stopping:
                 ended = f"stopped ({self.stop.reason or 'another rank'})"
                 break
@@ -232,109 +216,66 @@ class Trainer:
             self.dump_state(Path(os.environ["INFOGAN_DUMP_STATE"]))
         if stopping:
             self.stop.clear_file()
-        self.acc.end_training()
+        self.tracker.end()
         if self.acc.is_main_process:
             print(f"{ended} at step {self.state.step}; run dir {self.run_dir}", flush=True)
         return ended
 
+    def _log(self, step: int, last: bool, skipped: int, bar: tqdm) -> None:
+        """At log steps (collective): metrics averaged over steps and ranks, evaluation."""
+        cfg = self.cfg
+        evaluating = bool(cfg.log.eval_every) and step % cfg.log.eval_every == 0
+        if not (step % cfg.log.every == 0 or last or evaluating):
+            return
+        extra = {"progress/epoch": float(self.state.epoch),
+                 "progress/images_seen": float(self.state.images_seen)}
+        if evaluating:
+            extra |= self.evaluate()  # main process only; {} elsewhere
+        if self.acc.scaler is not None:
+            extra |= {"amp/scale": float(self.acc.scaler.get_scale()),
+                      "amp/skipped_steps": float(skipped)}
+        values = self.tracker.flush(step, extra)
+        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items()
+                         if k.startswith(("loss/", "mi/c1"))})
+
     # --- checks, pictures, checkpoints -------------------------------------------------
-    def check_ranks(self) -> None:
-        named = list(dist.state_tensors(
+    def _named_state(self, skip_bn_stats: bool) -> list[tuple[str, torch.Tensor]]:
+        return list(ranks.state_tensors(
             {"G": self.G_raw, "D": self.D_raw},
-            {k: o.optimizer for k, o in self.optimizers.items()},
-            skip_bn_stats=self.cfg.dist.batchnorm == "local",
-        ))
-        dist.check_ranks_identical(named, self.device, self.state.step)
+            {k: o.optimizer for k, o in self.optimizers.items()}, skip_bn_stats=skip_bn_stats))
+
+    def check_ranks(self) -> None:
+        named = self._named_state(skip_bn_stats=self.cfg.dist.batchnorm == "local")
+        ranks.check_ranks_identical(named, self.device, self.state.step)
+
+    def _before_save(self) -> None:
+        """Every rank, before a checkpoint: never write ranks that disagree; gather
+        every rank's data position into the state the main process writes."""
+        self.check_ranks()
+        self.state.data = gather_object([self.source.state_dict()])
 
     def evaluate(self) -> dict[str, float]:
         """Scores the codes against the labels (`eval/acc/c1`, ...); main process only,
-        no collective. The reporter writes them with the step's other metrics."""
+        no collective. The tracker writes them with the step's other metrics."""
         if not self.acc.is_main_process:
             return {}
         images, labels = self.eval_data
-        return evaluate_codes(self.G_raw, self.D_raw, self.space, images, labels,
-                              self.device, samples=EVAL_SAMPLES)
+        inputs = EvalInputs(self.G_raw, self.D_raw, self.space, images, labels, self.device,
+                            EVAL_SAMPLES)
+        out: dict[str, float] = {}
+        for name in self.cfg.log.eval_metrics:
+            out |= METRICS[name](inputs)
+        return out
 
     def dump_state(self, out: Path) -> None:
         """Every rank writes all its state tensors (for tests comparing ranks bitwise)."""
         out.mkdir(parents=True, exist_ok=True)
-        named = dist.state_tensors({"G": self.G_raw, "D": self.D_raw},
-                                   {k: o.optimizer for k, o in self.optimizers.items()},
-                                   skip_bn_stats=False)
-        save_file({n: t.detach().cpu().contiguous().clone() for n, t in named},
+        save_file({n: t.detach().cpu().contiguous().clone()
+                   for n, t in self._named_state(skip_bn_stats=False)},
                   str(out / f"rank{self.rank}.safetensors"))
 
     def save_pictures(self, step: int) -> None:
-        if not self.acc.is_main_process:
-            return
-        paths = save_pictures(self.G_raw, self.space, self.cfg.run.seed,
-                              self.run_dir / "samples" / f"step-{step:08d}.png")
-        if self.wandb_mode:
-            import wandb
-
-            run = self.acc.get_tracker("wandb", unwrap=True)
-            run.log({f"samples/{p.stem.split('-')[-1] if '-c' in p.stem else 'categories'}":
-                     wandb.Image(str(p)) for p in paths}, step=step)
-
-    def save_checkpoint(self) -> Path:
-        self.check_ranks()  # never write a checkpoint of ranks that disagree
-        step = self.state.step
-        self.state.data = gather_object([self.source.state_dict()])
-        tmp = ckpt.checkpoints_root(self.run_dir) / f"{ckpt.TMP_PREFIX}{step:08d}"
         if self.acc.is_main_process:
-            tmp.mkdir(parents=True)  # start-up removed any .tmp left by a crash
-        self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        faults.inject("save", self.rank, step)
-        if self.acc.is_main_process:
-            state_dict = {k: v.detach().cpu().contiguous()
-                          for k, v in self.G_raw.state_dict().items()}
-            save_file(state_dict, str(tmp / "generator.safetensors"))
-            save_config(self.cfg, tmp / "config.yaml")
-            ckpt.write_text_durably(tmp / ckpt.STATE_FILE,
-                                    json.dumps(self.state.state_dict(), indent=1))
-        self.acc.wait_for_everyone()  # every rank's files are on disk
-        final = ckpt.step_dir(self.run_dir, step)
-        if self.acc.is_main_process:
-            ckpt.finalize(self.run_dir, tmp, step, self.cfg.checkpoint.keep)
-        self.acc.wait_for_everyone()
-        return final
-
-
-# --- W&B ------------------------------------------------------------------------------
-def wandb_mode_for(setting: str) -> str | None:
-    """offline unless online is asked for AND a key is configured; never a prompt."""
-    if setting == "off":
-        return None
-    if setting == "online" and _wandb_key_configured():
-        return "online"
-    return "offline"
-
-
-def _wandb_key_configured() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-
-
-def wandb_kwargs(cfg: Config, run_dir: Path, mode: str, is_main: bool) -> dict[str, Any]:
-    """Online: one W&B run for the whole training, resumed by its stored id. Offline runs
-    cannot be resumed, so each segment is a new run in the same group (group = run.name)."""
-    import wandb
-
-    record = run_dir / "wandb_runs.json"
-    runs = json.loads(record.read_text()) if record.exists() else []
-    if mode == "online" and runs:
-        run_id = runs[0]["id"]
-    else:
-        run_id = secrets.token_hex(4)  # W&B ids: lowercase letters and digits
-    if is_main:
-        runs.append({"id": run_id, "mode": mode, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        ckpt.write_text_durably(record, json.dumps(runs, indent=1))
-    return {
-        "dir": str(run_dir), "id": run_id, "group": cfg.run.name, "mode": mode,
-        "name": f"{cfg.run.name}-{len(runs)}" if mode == "offline" else cfg.run.name,
-        "resume": "allow" if mode == "online" else None,
-        "settings": wandb.Settings(console="off", silent=True),
-    }
+            paths = save_pictures(self.G_raw, self.space, self.cfg.run.seed,
+                                  self.run_dir / "samples" / f"step-{step:08d}.png")
+            self.tracker.images(step, paths)

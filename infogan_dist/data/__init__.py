@@ -6,13 +6,20 @@ stream: webdataset over the shards each epoch, split by rank and worker; resumab
         shard granularity (data that does not fit in memory).
 Both yield (uint8 images [b, C, H, W], int64 labels [b] or None) batches forever and have
 `state_dict()` / `load_state_dict(states_of_all_ranks)`.
+
+SOURCES maps `data.mode` to a factory `(data_cfg, index, rank=, world_size=,
+global_batch=, seed=, device=) -> source`; a new mode is a module here and one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ..config import DataConfig
+from ..registry import Registry
 from .memory import MemorySource
 from .shards import ShardError, ShardIndex, decode_all, read_index
 from .stream import StreamSource
@@ -21,12 +28,19 @@ __all__ = [
     "MemorySource",
     "ShardError",
     "ShardIndex",
+    "SOURCES",
     "StreamSource",
     "decode_all",
     "open_source",
     "read_index",
     "to_float",
 ]
+
+
+SOURCES: Registry[Callable[..., Any]] = Registry("data.mode")
+SOURCES.add("memory", lambda cfg, index, *, device, **kw: MemorySource(index, device=device, **kw))
+SOURCES.add("stream", lambda cfg, index, *, device, **kw: StreamSource(
+    index, num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, **kw))
 
 
 def open_source(
@@ -40,14 +54,8 @@ def open_source(
     device: torch.device | str = "cpu",
 ) -> MemorySource | StreamSource:
     """The source `data_cfg.mode` asks for. Stream batches stay on the CPU (move them)."""
-    if data_cfg.mode == "memory":
-        return MemorySource(index, rank=rank, world_size=world_size, global_batch=global_batch,
-                            seed=seed, device=device)
-    if data_cfg.mode == "stream":
-        return StreamSource(index, rank=rank, world_size=world_size, global_batch=global_batch,
-                            seed=seed, num_workers=data_cfg.num_workers,
-                            shuffle_buffer=data_cfg.shuffle_buffer)
-    raise ValueError(f"config key data.mode: bad value {data_cfg.mode!r}; allowed: memory, stream")
+    return SOURCES[data_cfg.mode](data_cfg, index, rank=rank, world_size=world_size,
+                                  global_batch=global_batch, seed=seed, device=device)
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -1,45 +1,56 @@
 """Plain nn.Modules: nothing in this package knows about ranks, devices or Accelerate.
 
-`build_models` returns (G, D). G maps the latent-space input [n, input_dim] to images
+MODELS maps `model.arch` to a ModelSpec whose `build(input_dim, q_dim, image_shape,
+width)` returns (G, D). G maps the latent-space input [n, input_dim] to images
 [n, C, H, W] in [-1, 1]. D maps images to its two heads, asked for by name so that a
 phase computes (and DDP expects gradients for) only the head it uses:
 `D(x, head="adv")` -> (logit [n], None); `D(x, head="q")` -> (None, q [n, q_dim]);
 `D(x, head="both")` -> (logit, q).
+
+A new architecture: a module in this package and one `MODELS.add` line below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 from ..config import ModelConfig
+from ..registry import Registry
 from .base import Discriminator, Generator
 from .conv import dcgan_models, infogan_mnist_models
 from .mlp import mlp_models
 
-SUPPORTED_SHAPES = {
-    "mlp": "any image shape",
-    "infogan_mnist": "28x28 images (any channel count)",
-    "dcgan32": "32x32 images",
-    "dcgan64": "64x64 images",
-}
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[[int, int, tuple[int, int, int], float], tuple[Generator, Discriminator]]
+    image_size: int | None  # the height = width it makes and judges; None: any shape
+    needs: str  # what it needs, for error messages
+
+
+MODELS: Registry[ModelSpec] = Registry("model.arch")
+MODELS.add("mlp", ModelSpec(mlp_models, None, "any image shape"))
+MODELS.add("infogan_mnist",
+           ModelSpec(infogan_mnist_models, 28, "28x28 images (any channel count)"))
+MODELS.add("dcgan32", ModelSpec(partial(dcgan_models, size=32), 32, "32x32 images"))
+MODELS.add("dcgan64", ModelSpec(partial(dcgan_models, size=64), 64, "64x64 images"))
 
 
 def check_shape(arch: str, image_shape: tuple[int, int, int]) -> str | None:
     """None when `arch` can model `image_shape`, else what it needs."""
+    spec = MODELS[arch]
     _, h, w = image_shape
-    needs = {"infogan_mnist": 28, "dcgan32": 32, "dcgan64": 64}.get(arch)
-    if needs is not None and (h, w) != (needs, needs):
-        return SUPPORTED_SHAPES[arch]
+    if spec.image_size is not None and (h, w) != (spec.image_size, spec.image_size):
+        return spec.needs
     return None
 
 
 def build_models(
     cfg: ModelConfig, input_dim: int, q_dim: int, image_shape: tuple[int, int, int]
 ) -> tuple[Generator, Discriminator]:
-    if cfg.arch == "mlp":
-        return mlp_models(input_dim, q_dim, image_shape, cfg.width)
-    if cfg.arch == "infogan_mnist":
-        return infogan_mnist_models(input_dim, q_dim, image_shape, cfg.width)
-    size = {"dcgan32": 32, "dcgan64": 64}[cfg.arch]
-    return dcgan_models(input_dim, q_dim, image_shape, cfg.width, size)
+    return MODELS[cfg.arch].build(input_dim, q_dim, tuple(image_shape), cfg.width)
 
 
-__all__ = ["Discriminator", "Generator", "build_models", "check_shape", "SUPPORTED_SHAPES"]
+__all__ = ["MODELS", "Discriminator", "Generator", "ModelSpec", "build_models", "check_shape"]

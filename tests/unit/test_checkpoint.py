@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from infogan_dist import checkpoint as ckpt
-from infogan_dist import trainer
+from infogan_dist import tracking
 from infogan_dist.config import ConfigError, load_config, save_config
-from infogan_dist.reporter import truncate_metrics
+from infogan_dist.tracking import truncate_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -245,8 +245,8 @@ def wandb_cfg(tmp_path: Path):
 
 def test_wandb_online_resumes_the_stored_run_id(tmp_path):
     cfg = wandb_cfg(tmp_path)
-    first = trainer.wandb_kwargs(cfg, cfg.run_dir, "online", True)
-    second = trainer.wandb_kwargs(cfg, cfg.run_dir, "online", True)
+    first = tracking.wandb_kwargs(cfg, cfg.run_dir, "online", True)
+    second = tracking.wandb_kwargs(cfg, cfg.run_dir, "online", True)
     assert first["id"] == second["id"]
     for kw in (first, second):
         assert kw["resume"] == "allow" and kw["group"] == "wb" and kw["name"] == "wb"
@@ -254,15 +254,15 @@ def test_wandb_online_resumes_the_stored_run_id(tmp_path):
     runs = json.loads((cfg.run_dir / "wandb_runs.json").read_text())
     assert [r["id"] for r in runs] == [first["id"]] * 2
     # a non-main process reads the record but never writes it
-    third = trainer.wandb_kwargs(cfg, cfg.run_dir, "online", False)
+    third = tracking.wandb_kwargs(cfg, cfg.run_dir, "online", False)
     assert third["id"] == first["id"]
     assert len(json.loads((cfg.run_dir / "wandb_runs.json").read_text())) == 2
 
 
 def test_wandb_offline_segments_are_new_runs_in_one_group(tmp_path):
     cfg = wandb_cfg(tmp_path)
-    first = trainer.wandb_kwargs(cfg, cfg.run_dir, "offline", True)
-    second = trainer.wandb_kwargs(cfg, cfg.run_dir, "offline", True)
+    first = tracking.wandb_kwargs(cfg, cfg.run_dir, "offline", True)
+    second = tracking.wandb_kwargs(cfg, cfg.run_dir, "offline", True)
     assert first["id"] != second["id"]
     assert first["group"] == second["group"] == "wb"
     assert (first["name"], second["name"]) == ("wb-1", "wb-2")
@@ -275,11 +275,11 @@ def test_wandb_offline_segments_are_new_runs_in_one_group(tmp_path):
 def test_wandb_online_without_a_key_falls_back_to_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    assert trainer.wandb_mode_for("online") == "offline"
-    assert trainer.wandb_mode_for("offline") == "offline"
-    assert trainer.wandb_mode_for("off") is None
+    assert tracking.wandb_mode_for("online") == "offline"
+    assert tracking.wandb_mode_for("offline") == "offline"
+    assert tracking.wandb_mode_for("off") is None
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert trainer.wandb_mode_for("online") == "online"
+    assert tracking.wandb_mode_for("online") == "online"
 
 
 # --- safe loading ------------------------------------------------------------------------
@@ -315,3 +315,15 @@ def test_accelerate_loader_refuses_pickled_code(tmp_path):
         with pytest.raises(Exception, match="Weights only load failed"):
             load(f, map_location="cpu")
     assert not marker.exists()  # ...and never ran
+
+
+def test_wandb_key_is_read_from_netrc_not_found_as_a_substring(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("# api.wandb.ai is mentioned, but no entry\nmachine example.org "
+                     "login u password p\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert tracking.wandb_mode_for("online") == "offline"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    assert tracking.wandb_mode_for("online") == "online"

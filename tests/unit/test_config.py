@@ -86,3 +86,51 @@ def test_yaml_booleans_map_to_words(tmp_path):
     f.write_text("log:\n  wandb: off\ntrain:\n  precision: no\n")
     cfg = load_config(f, ["log.wandb=off"])
     assert cfg.log.wandb == "off" and cfg.train.precision == "no"
+
+
+# --- registries, duplicate keys, the default recipe (issue 10) ---------------------------
+@pytest.mark.parametrize("key, registry", [
+    ("model.arch", "infogan_dist.models:MODELS"),
+    ("loss.adversarial", "infogan_dist.losses:ADVERSARIAL"),
+    ("train.update", "infogan_dist.updates:UPDATE_RULES"),
+    ("data.mode", "infogan_dist.data:SOURCES"),
+])
+def test_choice_keys_allow_what_is_registered_and_name_it_otherwise(key, registry):
+    import importlib
+
+    module, name = registry.split(":")
+    registered = list(getattr(importlib.import_module(module), name))
+    for value in registered:
+        load_config(None, [f"{key}={value}"])
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"{key}=nonesuch"])
+    msg = str(e.value)
+    assert key in msg and "nonesuch" in msg and all(v in msg for v in registered)
+
+
+def test_duplicate_yaml_keys_are_refused_with_the_line(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  max_steps: 10\n  max_steps: 20\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml line 3: key 'max_steps' is given twice"):
+        load_config(path)
+
+
+def test_a_config_without_codes_is_refused():
+    with pytest.raises(ConfigError, match="latent.categorical.*at least one code"):
+        load_config(None, ["latent.categorical=[]", "latent.continuous=0"])
+
+
+def test_train_without_arguments_names_the_command_that_makes_its_data(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "train.py")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "make data" in r.stderr
+    assert "configs/fashion_mnist.yaml" in r.stderr
+    dry = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0 and "name: fashion_mnist" in dry.stdout

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -7,13 +8,14 @@ import torch
 from safetensors.torch import save_file
 
 from infogan_dist import checkpoint as ckpt
+from infogan_dist.checkpoint import load_for_inference as load_checkpoint
 from infogan_dist.cli import main
 from infogan_dist.config import Config, LatentConfig, ModelConfig, save_config
-from infogan_dist.evaluate import evaluate_codes, load_checkpoint, unsupervised_accuracy
 from infogan_dist.latent import LatentSpace
 from infogan_dist.models import build_models
 from infogan_dist.pictures import category_grid, traversal_grid
 from infogan_dist.sample import build_latents, parse_fix, parse_sweep
+from infogan_dist.scores import evaluate_codes, unsupervised_accuracy
 
 SHAPE = (1, 28, 28)
 
@@ -124,7 +126,7 @@ def fake_checkpoint(tmp_path):
     cfg = Config()
     cfg.model = ModelConfig(arch="mlp", width=0.0625)
     cfg.latent = LatentConfig(noise_dim=4, categorical=[10], continuous=2)
-    cfg.data.shards = str(tmp_path / "nowhere")  # unreadable: the shape comes from weights
+    cfg.data.shards = str(tmp_path / "nowhere")  # unreadable: the shape comes from the state
     space, G, D = tiny()
     path = tmp_path / "checkpoints" / "step-00000007"
     path.mkdir(parents=True)
@@ -135,12 +137,14 @@ def fake_checkpoint(tmp_path):
               str(path / "model.safetensors"))
     save_file({k: v.contiguous() for k, v in D.state_dict().items()},
               str(path / "model_1.safetensors"))
-    (path / ckpt.STATE_FILE).write_text(json.dumps({"step": 7}))
+    holds = {"image_shape": list(SHAPE), "latent": dataclasses.asdict(cfg.latent),
+             "model": dataclasses.asdict(cfg.model)}
+    (path / ckpt.STATE_FILE).write_text(json.dumps({"step": 7, **holds}))
     (path / ckpt.COMPLETE).write_text("step 7\n")
     return path, G, D
 
 
-def test_load_checkpoint_restores_weights_and_infers_image_shape(fake_checkpoint):
+def test_load_checkpoint_restores_weights_and_reads_image_shape(fake_checkpoint):
     path, G, D = fake_checkpoint
     loaded = load_checkpoint(path)
     assert loaded.step == 7 and loaded.image_shape == SHAPE
@@ -158,6 +162,18 @@ def test_eval_refuses_incomplete_checkpoint_in_one_line(fake_checkpoint, remove,
     assert main(["eval", "--checkpoint", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not a complete checkpoint" in err and remove in err
+
+
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_a_checkpoint_that_does_not_say_what_it_holds_is_refused(fake_checkpoint, command,
+                                                                  tmp_path, capsys):
+    """Nothing guesses the image shape: a train_state.json without image_shape is one line."""
+    path, _, _ = fake_checkpoint
+    (path / ckpt.STATE_FILE).write_text(json.dumps({"step": 7}))
+    extra = ["--out", str(tmp_path / "x.png")] if command == "sample" else []
+    assert main([command, "--checkpoint", str(path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "image_shape" in err and ckpt.STATE_FILE in err
 
 
 def test_eval_points_a_run_directory_to_its_checkpoint(fake_checkpoint, capsys):

@@ -6,11 +6,12 @@ import contextlib
 import pytest
 import torch
 
-from infogan_dist import augment, losses
+from infogan_dist import augment
 from infogan_dist.config import load_config
 from infogan_dist.latent import LatentSpace
+from infogan_dist.losses import ADVERSARIAL
 from infogan_dist.models import build_models
-from infogan_dist.phases import StepContext, build_optimizers, build_phases
+from infogan_dist.updates import UPDATE_RULES, StepInputs
 
 
 def setup(update, *extra):
@@ -19,9 +20,10 @@ def setup(update, *extra):
     torch.manual_seed(0)
     space = LatentSpace(cfg.latent)
     G, D = build_models(cfg.model, space.input_dim, space.q_dim, (1, 8, 8))
-    opts = build_optimizers(cfg, G, D)
-    phases = build_phases(cfg, opts)
-    ctx = StepContext(
+    rule = UPDATE_RULES[cfg.train.update]
+    opts = rule.build_optimizers(cfg, G, D)
+    phases = rule.build_phases(cfg, space, opts)
+    ctx = StepInputs(
         cfg=cfg, space=space, step=0, real=torch.rand(8, 1, 8, 8) * 2 - 1, G=G, D=D,
         G_raw=G, D_raw=D, sample=lambda k: space.sample_step(0, 0, k, 8, 0, 1),
         uniforms=lambda k: augment.step_uniforms(0, 0, k, 8, 0, 1),
@@ -40,8 +42,10 @@ def changed(before, module, prefix=""):
 
 
 def run(phase, ctx):
+    """One phase as the trainer runs it; the fake batch a phase makes is handed on to the
+    next one (kept on ctx between calls, as the trainer's loop keeps it)."""
     phase.optimizer.zero_grad(set_to_none=True)
-    stats = phase.run(ctx)
+    stats, ctx.fakes = phase.run(ctx, getattr(ctx, "fakes", None))
     phase.optimizer.step()
     return stats
 
@@ -88,14 +92,14 @@ def test_info_step_raises_the_mi_bound():
 def test_adversarial_losses_on_known_logits(kind):
     big = torch.full((4,), 10.0)
     # D perfectly right: D loss near its minimum, G loss high (non-saturating).
-    d = losses.d_loss_real(kind, big) + losses.d_loss_fake(kind, -big)
-    g = losses.g_loss(kind, -big)
+    adv = ADVERSARIAL[kind]()
+    d = adv.d_real(big) + adv.d_fake(-big)
+    g = adv.g(-big)
     assert float(d) < float(g)
     if kind == "bce":
         z = torch.zeros(3)
-        assert torch.isclose(losses.d_loss_real(kind, z) + losses.d_loss_fake(kind, z),
-                             torch.tensor(0.6931), atol=1e-4)
-        assert torch.isclose(losses.g_loss(kind, z), torch.tensor(0.6931), atol=1e-4)
+        assert torch.isclose(adv.d_real(z) + adv.d_fake(z), torch.tensor(0.6931), atol=1e-4)
+        assert torch.isclose(adv.g(z), torch.tensor(0.6931), atol=1e-4)
 
 
 # --- loss.q_augment: Q names the category of transformed fakes too ----------------------

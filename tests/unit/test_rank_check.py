@@ -1,12 +1,12 @@
 """Issue 3, point 1 (unit level): the cross-rank checker and CrossRankBatchNorm on two
 real gloo processes (torch.multiprocessing, a FileStore in tmp_path, world size 2).
 
-- `dist.check_ranks_identical` passes on identical state and raises `RanksDiverged` on
+- `ranks.check_ranks_identical` passes on identical state and raises `RanksDiverged` on
   BOTH ranks, naming the first differing tensor, when one rank 1 tensor differs by one
   bit (a parameter, a buffer, an Adam state tensor, a bf16 and an int tensor).
-- `dist.state_tensors` + the checker see every Adam state tensor and the BN running
+- `ranks.state_tensors` + the checker see every Adam state tensor and the BN running
   statistics (and skip only those under skip_bn_stats, the documented `local` drift).
-- `dist.CrossRankBatchNorm` over 2 ranks = one plain BatchNorm on the concatenated batch:
+- `ranks.CrossRankBatchNorm` over 2 ranks = one plain BatchNorm on the concatenated batch:
   output, input gradient, running statistics and (summed over ranks) affine gradients,
   within 1e-6.
 
@@ -26,8 +26,8 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 from torch import nn
 
-from infogan_dist import dist
-from infogan_dist.dist import CrossRankBatchNorm, RanksDiverged
+from infogan_dist import ranks
+from infogan_dist.ranks import CrossRankBatchNorm, RanksDiverged
 
 pytestmark = pytest.mark.integration  # two real processes over gloo (a few seconds)
 
@@ -82,12 +82,12 @@ def _model_and_adam() -> tuple[nn.Module, torch.optim.Optimizer]:
 
 
 def _named(model: nn.Module, opt: torch.optim.Optimizer, skip_bn: bool = False):
-    return list(dist.state_tensors({"G": model}, {"D": opt}, skip_bn_stats=skip_bn))
+    return list(ranks.state_tensors({"G": model}, {"D": opt}, skip_bn_stats=skip_bn))
 
 
 def _expect_diverged(named, name: str, step: int) -> None:
     try:
-        dist.check_ranks_identical(named, torch.device("cpu"), step)
+        ranks.check_ranks_identical(named, torch.device("cpu"), step)
     except RanksDiverged as e:
         msg = str(e)
         assert f"in {name} (" in msg, msg
@@ -107,7 +107,7 @@ def _rank_check_worker(rank: int, store: str) -> None:
                      "optimizer_D[G.0.weight].exp_avg_sq", "optimizer_D[G.0.weight].step"):
         assert expected in names, (expected, names)
 
-    dist.check_ranks_identical(named, torch.device("cpu"), 1)  # identical: passes
+    ranks.check_ranks_identical(named, torch.device("cpu"), 1)  # identical: passes
 
     # one bit of one tensor on rank 1 only: both ranks raise, naming that tensor
     step = 2
@@ -134,7 +134,7 @@ def _rank_check_worker(rank: int, store: str) -> None:
         _flip_last_bit(model[1].running_mean)
     skipping = _named(model, opt, skip_bn=True)
     assert not any("running_" in n for n, _ in skipping)
-    dist.check_ranks_identical(skipping, torch.device("cpu"), 10)
+    ranks.check_ranks_identical(skipping, torch.device("cpu"), 10)
     # ... but nothing else is: a parameter still counts
     if rank == 1:
         _flip_last_bit(model[0].bias)

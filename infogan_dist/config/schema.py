@@ -1,24 +1,30 @@
-"""One config tree: dataclasses, set by a YAML file and `section.key=value` overrides.
+"""The config schema: one tree of dataclasses, a comment per field with its unit or
+allowed values. `load.py` reads YAML and overrides into it; `resume.py` says which keys
+may not change on resume.
 
-Every field carries its unit or allowed values in the comment beside it. Validation runs
-on load, before any process group exists, and raises `ConfigError` whose one-line
+Fields that name a registered choice (model.arch, loss.adversarial, train.update,
+data.mode, the names in loss.extra) are plain strings checked against their registry
+in `validate()`, so the allowed values are what is registered (registry.py). Validation
+runs on load, before any process group exists, and raises `ConfigError` whose one-line
 message names the key, the bad value and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 
 class ConfigError(ValueError):
     """A bad config file, key or value. The message is one line meant for the user."""
+
+
+def choice(default: str, registry: str) -> Any:
+    """A string field whose value must be registered in `registry` ("module:NAME")."""
+    return field(default=default, metadata={"registry": registry})
 
 
 @dataclass
@@ -31,7 +37,8 @@ class RunConfig:
 @dataclass
 class DataConfig:
     shards: str = "data/fashion_mnist/train"  # dir with index.json, or a brace pattern
-    mode: Literal["memory", "stream"] = "memory"  # memory: decode once, index; stream: webdataset
+    # memory: decode once, index per step; stream: webdataset (registry data.SOURCES)
+    mode: str = choice("memory", "infogan_dist.data:SOURCES")
     num_workers: int = 0  # stream mode: DataLoader workers per rank
     shuffle_buffer: int = 1000  # stream mode: samples in each worker's shuffle buffer
     eval_shards: str = ""  # labelled shards scored by evaluation; "" = data.shards
@@ -39,7 +46,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["mlp", "infogan_mnist", "dcgan32", "dcgan64"] = "infogan_mnist"
+    arch: str = choice("infogan_mnist", "infogan_dist.models:MODELS")  # registry models.MODELS
     width: float = 1.0  # multiplies every hidden size; < 1 only for quick tests
 
 
@@ -54,10 +61,13 @@ class LatentConfig:
 
 @dataclass
 class LossConfig:
-    adversarial: Literal["bce", "lsgan", "hinge"] = "bce"
+    adversarial: str = choice("bce", "infogan_dist.losses:ADVERSARIAL")  # bce, lsgan, hinge, ...
     lambda_cat: float = 1.0  # weight of the categorical info loss
     lambda_cont: float = 0.1  # weight of the continuous info loss
     q_augment: float = 0.0  # weight (x lambda_cat) of Q's category loss on transformed fakes
+    # weights of loss terms added by extensions, by registered name (README "Extending"),
+    # e.g. {drift: 0.001}; a term that is absent or 0 is off
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,7 +80,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    update: Literal["three_optimizers", "paper"] = "three_optimizers"
+    # three_optimizers (the seed), paper (the authors' code); registry updates.UPDATE_RULES
+    update: str = choice("three_optimizers", "infogan_dist.updates:UPDATE_RULES")
     global_batch_size: int = 128  # images per step over all ranks; split evenly
     max_steps: int = 5000  # optimizer iterations (one D, G and info update each)
     precision: Literal["no", "bf16", "fp16"] = "no"  # fp16 needs a GPU
@@ -88,6 +99,9 @@ class LogConfig:
     every: int = 50  # steps between metric reductions (each one is a host sync)
     images_every: int = 500  # steps between traversal pictures; 0 = only at the end
     eval_every: int = 0  # steps between evaluations of the codes; 0 = never
+    # what an evaluation computes: names in scores.METRICS (codes: accuracy, MI, MSE)
+    eval_metrics: list[str] = field(default_factory=lambda: ["codes"],
+                                    metadata={"registry": "infogan_dist.scores:METRICS"})
     wandb: Literal["online", "offline", "off"] = "offline"  # online needs WANDB_API_KEY
     project: str = "infogan-dist"  # W&B project
     progress: bool = True  # progress bar on the main process
@@ -130,6 +144,9 @@ class Config:
         _check(all(k >= 2 for k in self.latent.categorical), "latent.categorical",
                self.latent.categorical, "class counts >= 2")
         _check(self.latent.continuous >= 0, "latent.continuous", self.latent.continuous, ">= 0")
+        _check(self.latent.categorical or self.latent.continuous, "latent.categorical",
+               self.latent.categorical, "at least one code: a class count, or latent.continuous"
+               " >= 1 (InfoGAN without codes is a plain GAN)")
         _check(len(self.optim.betas) == 2 and all(0 <= b < 1 for b in self.optim.betas),
                "optim.betas", self.optim.betas, "two numbers in [0, 1)")
         for key in ("lr_d", "lr_g", "lr_info"):
@@ -149,6 +166,24 @@ class Config:
             _check(getattr(self.log, key) >= 0, f"log.{key}", getattr(self.log, key), ">= 0")
         _check(self.dist.check_every >= 0, "dist.check_every", self.dist.check_every, ">= 0")
         _check(self.dist.timeout_s >= 5, "dist.timeout_s", self.dist.timeout_s, ">= 5 seconds")
+        self._check_registered()
+
+    def _check_registered(self) -> None:
+        """Choice fields against their registries (imported here: they import the schema)."""
+        for section in dataclasses.fields(self):
+            values = getattr(self, section.name)
+            for f in dataclasses.fields(values):
+                if "registry" in f.metadata:
+                    value = getattr(values, f.name)
+                    for name in value if isinstance(value, list) else [value]:
+                        _registry(f.metadata["registry"])[name]
+        from ..terms import LOSS_TERMS, extension_terms
+
+        for name, weight in self.loss.extra.items():
+            _check(name in extension_terms(), "loss.extra", name,
+                   f"names of extension loss terms: {', '.join(extension_terms()) or 'none'} "
+                   f"(registered terms: {', '.join(LOSS_TERMS)})")
+            _check(weight >= 0, f"loss.extra.{name}", weight, ">= 0")
 
     def check_world_size(self, world_size: int) -> None:
         """The global batch must split evenly over ranks (world-size invariant training)."""
@@ -163,9 +198,9 @@ class Config:
         return self.train.global_batch_size // world_size
 
 
-# Keys whose change makes an existing checkpoint meaningless (or its continuation no
-# longer the same run: seed keys the data order and latents): resuming refuses them.
-FROZEN_ON_RESUME = ("model", "latent", "train.update", "run.seed", "data.mode")
+def _registry(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _check(ok: Any, key: str, value: Any, allowed: str) -> None:
@@ -173,141 +208,3 @@ def _check(ok: Any, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"config key {key}: bad value {value!r}; allowed: {allowed}")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Checks `value` against the annotation `tp`; returns it, converted where lossless."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if isinstance(value, bool):
-            # YAML 1.1 reads off/no/on/yes as booleans: map back to the word allowed here.
-            words = ("off", "no", "false") if value is False else ("on", "yes", "true")
-            value = next((w for w in words if w in allowed), value)
-        if value not in allowed:
-            raise ConfigError(
-                f"config key {key}: bad value {value!r}; allowed: {', '.join(map(str, allowed))}"
-            )
-        return value
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"config key {key}: bad value {value!r}; allowed: a list like [1, 2]")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unions are not supported in the config ({key})")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key}: bad value {value!r}; allowed: true, false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key}: bad value {value!r}; allowed: an integer")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key}: bad value {value!r}; allowed: a number")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"config key {key}: bad value {value!r}; allowed: a string")
-        return str(value)
-    raise TypeError(f"unsupported config type {tp!r} for {key}")
-
-
-def _section_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _apply(cfg: Config, key: str, value: Any, source: str) -> None:
-    parts = key.split(".")
-    sections = _section_types(Config)
-    if len(parts) != 2 or parts[0] not in sections:
-        raise ConfigError(
-            f"{source}: unknown config key {key!r}; sections: {', '.join(sections)} "
-            "(write section.key=value)"
-        )
-    section_name, name = parts
-    section = getattr(cfg, section_name)
-    fields = _section_types(type(section))
-    if name not in fields:
-        raise ConfigError(
-            f"{source}: unknown config key {key!r}; keys of {section_name}: "
-            f"{', '.join(fields)}"
-        )
-    setattr(section, name, _coerce(value, fields[name], key))
-
-
-def _flatten(data: Any, source: str) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
-    flat = {}
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section {section!r} must be a mapping of keys")
-        for name, value in values.items():
-            flat[f"{section}.{name}"] = value
-    return flat
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`section.key=value`; the value is read as YAML, so 1e-3, [10, 10] and true work."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected section.key=value")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """YAML file, then overrides, then validation. Raises ConfigError with a one-line message."""
-    cfg = Config()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass --config configs/NAME.yaml")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            where = f" line {line + 1}" if line is not None else ""
-            raise ConfigError(f"config file {path}{where}: not valid YAML") from None
-        for key, value in _flatten(data, str(path)).items():
-            _apply(cfg, key, value, str(path))
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _apply(cfg, key, value, "command line")
-    cfg.validate()
-    return cfg
-
-
-def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
-    cfg = Config()
-    for key, value in _flatten(data, source).items():
-        _apply(cfg, key, value, source)
-    cfg.validate()
-    return cfg
-
-
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def frozen_differences(old: Config, new: Config) -> list[str]:
-    """Keys under FROZEN_ON_RESUME whose values differ; empty when resuming is safe."""
-    a, b = _flatten(old.to_dict(), "old"), _flatten(new.to_dict(), "new")
-    return sorted(
-        k for k in a
-        if any(k == f or k.startswith(f + ".") for f in FROZEN_ON_RESUME) and a[k] != b.get(k)
-    )

@@ -10,13 +10,13 @@ import sys
 from collections.abc import Iterable
 
 import torch
-import torch.distributed as dist
+import torch.distributed as tdist
 from torch import nn
 
 
 def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
+    if tdist.is_available() and tdist.is_initialized():
+        return tdist.get_rank(), tdist.get_world_size()
     return 0, 1
 
 
@@ -36,13 +36,13 @@ class _AllReduceSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         x = x.clone()
-        dist.all_reduce(x)
+        tdist.all_reduce(x)
         return x
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         grad = grad.clone()
-        dist.all_reduce(grad)
+        tdist.all_reduce(grad)
         return grad
 
 
@@ -111,7 +111,7 @@ def agree(flag: bool, device: torch.device) -> bool:
     if size == 1:
         return flag
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return bool(t.item())
 
 
@@ -163,7 +163,7 @@ def check_ranks_identical(
         return
     local = torch.stack([_fingerprint(t.to(device)) for _, t in named])
     gathered = [torch.empty_like(local) for _ in range(size)]
-    dist.all_gather(gathered, local)
+    tdist.all_gather(gathered, local)
     for r in range(1, size):
         differs = (gathered[r] != gathered[0]).any(dim=1).nonzero()
         if len(differs):

@@ -1,0 +1,136 @@
+"""Loss terms: each one weighted loss on one view of a phase's images, through one head
+of D. Update rules (updates.py) list the built-in terms of each phase in the order they
+are summed; an extension term names the phase roles it joins and gets its weight from
+`loss.extra.<name>` (README "Extending").
+
+A term sees a View: the images D judged (`real`, `fake`, or `augmented`: the fakes moved
+by augment.random_affine), their latents (fakes only) and D's outputs for them. It
+returns its weighted loss and the statistics to report (same-named statistics of one
+phase are summed, e.g. loss/D = real half + fake half).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .config import Config
+from .latent import Latent, LatentSpace
+from .losses import ADVERSARIAL
+from .registry import Registry
+
+Stats = dict[str, torch.Tensor]
+
+
+@dataclass
+class View:
+    name: str  # "real", "fake" or "augmented"
+    images: torch.Tensor
+    latent: Latent | None  # the codes behind fakes; None for real images
+    logit: torch.Tensor | None = None  # D's adversarial head on `images`, when asked for
+    q: torch.Tensor | None = None  # D's Q head on `images`, when asked for
+
+
+class LossTerm:
+    view: ClassVar[str] = "fake"  # which images D judges for this term
+    head: ClassVar[str] = "adv"  # which head of D it reads: "adv" or "q"
+    roles: ClassVar[tuple[str, ...]] = ()  # extensions: phase roles it joins ("D", "G", "info")
+    name: ClassVar[str] = ""  # set by register_term
+
+    def __init__(self, cfg: Config, space: LatentSpace):
+        self.cfg, self.space = cfg, space
+        self.adversarial = ADVERSARIAL[cfg.loss.adversarial]()
+
+    @classmethod
+    def weight(cls, cfg: Config) -> float:
+        """0 turns the term off. Extension terms: loss.extra.<registered name>."""
+        return cfg.loss.extra.get(cls.name, 0.0)
+
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        raise NotImplementedError
+
+
+LOSS_TERMS: Registry[type[LossTerm]] = Registry("loss term")
+
+
+def register_term(name: str):
+    """Class decorator: registers a LossTerm under `name` (also its loss.extra key)."""
+
+    def add(cls: type[LossTerm]) -> type[LossTerm]:
+        cls.name = name
+        LOSS_TERMS.add(name, cls)
+        return cls
+
+    return add
+
+
+def extension_terms() -> list[str]:
+    """Registered terms that join phases by role (weights in loss.extra)."""
+    return [n for n in LOSS_TERMS if LOSS_TERMS[n].roles]
+
+
+class BuiltIn(LossTerm):
+    """A term the update rules list by name; on unless it overrides weight."""
+
+    @classmethod
+    def weight(cls, cfg: Config) -> float:
+        return 1.0
+
+
+@register_term("adversarial_real")
+class AdversarialReal(BuiltIn):
+    """D's half-loss on real images."""
+
+    view = "real"
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        loss = self.adversarial.d_real(v.logit)
+        return loss, {"loss/D": loss.detach(), "D/real": self.adversarial.score(v.logit)}
+
+
+@register_term("adversarial_fake")
+class AdversarialFake(BuiltIn):
+    """D's half-loss on (detached) fakes."""
+
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        loss = self.adversarial.d_fake(v.logit)
+        return loss, {"loss/D": loss.detach(), "D/fake": self.adversarial.score(v.logit)}
+
+
+@register_term("adversarial_g")
+class AdversarialG(BuiltIn):
+    """G's loss on its fakes, through a frozen D."""
+
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        loss = self.adversarial.g(v.logit)
+        return loss, {"loss/G": loss.detach()}
+
+
+@register_term("info")
+class Info(BuiltIn):
+    """The InfoGAN term: lambda_cat * CE + lambda_cont * Gaussian NLL of Q on the fakes'
+    codes (latent.py); reports the MI lower bounds. Always on (lambda 0 still reports)."""
+
+    head = "q"
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        loss, mi = self.space.info_loss(v.q, v.latent, self.cfg.loss.lambda_cat,
+                                        self.cfg.loss.lambda_cont)
+        return loss, {"loss/info": loss.detach(), **mi}
+
+
+@register_term("q_augment")
+class QAugment(BuiltIn):
+    """Q must name the categories of transformed fakes too (loss.q_augment x lambda_cat)."""
+
+    view = "augmented"
+    head = "q"
+
+    @classmethod
+    def weight(cls, cfg: Config) -> float:
+        return cfg.loss.q_augment
+
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        w = self.cfg.loss.q_augment * self.cfg.loss.lambda_cat
+        loss = self.space.info_loss(v.q, v.latent, w, 0.0)[0]
+        return loss, {"loss/q_augment": loss.detach()}

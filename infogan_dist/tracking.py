@@ -1,0 +1,170 @@
+"""Tracking, in one place: metrics.jsonl, W&B (mode, run ids, resume, images).
+
+The trainer only reports: `Tracker.add(stats)` every step (device tensors, no host
+sync), `Tracker.flush(step, extra)` at log intervals (averaged over steps and ranks in
+one all-reduce, one host sync; written to metrics.jsonl and W&B on the main process with
+an explicit step), `Tracker.images(step, paths)` for pictures.
+
+W&B is offline unless log.wandb=online AND a key is configured (WANDB_API_KEY, or an
+api.wandb.ai entry in the netrc file that `wandb login` writes); it never prompts.
+Online: one W&B run for the whole training, resumed by its stored id
+(run_dir/wandb_runs.json). Offline runs cannot be resumed, so each segment is a new run
+in the same group (group = run.name).
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config
+
+
+class Tracker:
+    def __init__(self, cfg: Config, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.path = run_dir / "metrics.jsonl"
+        self.global_batch = cfg.train.global_batch_size
+        self.wandb_mode = wandb_mode_for(cfg.log.wandb)
+        self.acc: Any = None  # the Accelerator, from start()
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0  # steps added since the last flush
+        self.t0 = time.perf_counter()
+
+    def accelerator_kwargs(self) -> dict[str, Any]:
+        """What the Accelerator needs to be built with for this tracking."""
+        return {"log_with": "wandb" if self.wandb_mode else None}
+
+    def start(self, accelerator: Any, step: int) -> None:
+        """After a checkpoint was loaded (or none): drop metrics rows after `step` (a
+        resume from an older checkpoint replays them) and open the W&B run."""
+        self.acc = accelerator
+        if accelerator.is_main_process:
+            dropped = truncate_metrics(self.path, step)
+            if dropped:
+                print(f"metrics.jsonl: dropped {dropped} entries after step {step} "
+                      "(replayed from the checkpoint)", flush=True)
+        if self.wandb_mode:
+            accelerator.init_trackers(
+                self.cfg.log.project, config=self.cfg.to_dict(),
+                init_kwargs={"wandb": wandb_kwargs(self.cfg, self.run_dir, self.wandb_mode,
+                                                   accelerator.is_main_process)},
+            )
+        self.t0 = time.perf_counter()
+
+    def images(self, step: int, paths: list[Path]) -> None:
+        """Traversal pictures (main process) to W&B, keyed samples/<grid>."""
+        if not self.wandb_mode or not self.acc.is_main_process:
+            return
+        import wandb
+
+        run = self.acc.get_tracker("wandb", unwrap=True)
+        run.log({f"samples/{p.stem.split('-')[-1] if '-c' in p.stem else 'categories'}":
+                 wandb.Image(str(p)) for p in paths}, step=step)
+
+    def end(self) -> None:
+        self.acc.end_training()
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        for k, v in stats.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.steps += 1
+
+    def flush(self, step: int, extra: dict[str, float] | None = None) -> dict[str, float]:
+        """Collective: every rank calls it at the same steps."""
+        keys = sorted(self.sums)
+        values: dict[str, float] = {}
+        if keys:
+            vec = torch.stack([self.sums[k] for k in keys]) / max(self.steps, 1)
+            vec = self.acc.reduce(vec, reduction="mean")
+            values = dict(zip(keys, vec.tolist(), strict=True))  # the one host sync
+        elapsed = time.perf_counter() - self.t0
+        if self.steps:
+            values["perf/images_per_s"] = self.global_batch * self.steps / elapsed
+            values["perf/s_per_step"] = elapsed / self.steps
+        values |= extra or {}
+        self.sums, self.steps = {}, 0
+        self.t0 = time.perf_counter()
+        if self.acc.is_main_process:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
+            self.acc.log(values, step=step)
+        return values
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Drops entries after `step` (a resume from an older checkpoint replays them), so
+    metrics.jsonl never holds two entries for one step. Returns how many were dropped."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut by a crash
+            dropped += 1
+            continue
+        if entry.get("step", 0) <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_suffix(".partial")
+        tmp.write_text("".join(k + "\n" for k in kept))
+        tmp.replace(path)
+    return dropped
+
+
+# --- W&B ------------------------------------------------------------------------------
+def wandb_mode_for(setting: str) -> str | None:
+    """offline unless online is asked for AND a key is configured; never a prompt."""
+    if setting == "off":
+        return None
+    if setting == "online" and wandb_key_configured():
+        return "online"
+    return "offline"
+
+
+def wandb_key_configured() -> bool:
+    """WANDB_API_KEY, or a netrc entry for W&B's host (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = os.environ.get("NETRC", os.path.join(os.path.expanduser("~"), ".netrc"))
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1]
+    try:
+        entry = netrc.netrc(path).authenticators(host.split("/")[0])
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def wandb_kwargs(cfg: Config, run_dir: Path, mode: str, is_main: bool) -> dict[str, Any]:
+    """init kwargs: the stored id (online) or a new run in the group (offline)."""
+    import wandb
+
+    from .checkpoint import write_text_durably
+
+    record = run_dir / "wandb_runs.json"
+    runs = json.loads(record.read_text()) if record.exists() else []
+    if mode == "online" and runs:
+        run_id = runs[0]["id"]
+    else:
+        run_id = secrets.token_hex(4)  # W&B ids: lowercase letters and digits
+    if is_main:
+        runs.append({"id": run_id, "mode": mode, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_text_durably(record, json.dumps(runs, indent=1))
+    return {
+        "dir": str(run_dir), "id": run_id, "group": cfg.run.name, "mode": mode,
+        "name": f"{cfg.run.name}-{len(runs)}" if mode == "offline" else cfg.run.name,
+        "resume": "allow" if mode == "online" else None,
+        "settings": wandb.Settings(console="off", silent=True),
+    }
