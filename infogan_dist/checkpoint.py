@@ -254,7 +254,7 @@ class CheckpointManager:
             ) from None
         for part in self.parts:
             if part.load is not None:
-                part.load(path)
+                part.load(path / part.name)
         return path
 
     def set_aside_newer(self, step: int) -> None:

@@ -124,12 +124,12 @@ class Trainer:
             self.checkpoints.set_aside_newer(self.state.step)
             ranks.print0(f"resumed from {path} at step {self.state.step}")
 
-    def _load_state(self, path: Path) -> None:
+    def _load_state(self, file: Path) -> None:
         holds = TrainerState(image_shape=list(self.index.image_shape))
-        self.state.load_state_dict(read_state(path / STATE_FILE))
+        self.state.load_state_dict(read_state(file.parent))
         if self.state.image_shape and self.state.image_shape != holds.image_shape:
             raise CheckpointError(
-                f"{path} holds a model of {self.state.image_shape} images, but data.shards="
+                f"{file.parent} holds a model of {self.state.image_shape} images, but data.shards="
                 f"{self.cfg.data.shards} holds {holds.image_shape}; resume with its data")
         self.state.image_shape = holds.image_shape  # also for checkpoints written before it
         self.state.latent = dataclasses.asdict(self.cfg.latent)  # equal: frozen on resume
