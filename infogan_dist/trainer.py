@@ -169,6 +169,7 @@ class Trainer:
         for phase in self.phases:
             phase.optimizer.zero_grad(set_to_none=True)
             stats |= phase.run(ctx)
+            faults.poison_grads(phase.name, phase.optimizer, self.rank, self.state.step + 1)
             phase.optimizer.step()
         return stats
 
