@@ -92,6 +92,7 @@ class Ctx:
     deadline: float = 0.0  # monotonic; this part's
     startup_s: list[float] = dataclasses.field(default_factory=list)  # trainer start costs
     trainer_points: dict[str, dict] = dataclasses.field(default_factory=dict)
+    trainer_ok: bool = True  # False once the environment part found the trainer cannot run
 
     @property
     def gpu(self) -> bool:
@@ -428,13 +429,17 @@ def part_fp16_resume(ctx: Ctx) -> dict:
     if ctx.gpu and not has_scaler:
         raise PartFailed("fp16 checkpoint without scaler.pt", res)
     if diffs:
-        c, _ = ctx.train("resume-straight-2", "configs/mnist_mlp.yaml",
-                         [*base, f"train.max_steps={2 * n}"])
-        control = compare_checkpoints(ckpt_dir(a, 2 * n), ckpt_dir(c, 2 * n))
-        res["control_two_straight_runs_differ"] = control[:20]
+        try:
+            c, _ = ctx.train("resume-straight-2", "configs/mnist_mlp.yaml",
+                             [*base, f"train.max_steps={2 * n}"])
+            control = compare_checkpoints(ckpt_dir(a, 2 * n), ckpt_dir(c, 2 * n))
+            res["control_two_straight_runs_differ"] = control[:20]
+            said = f"{len(control)} (non-determinism of the GPU if > 0)"
+        except PartFailed as e:
+            said = f"unknown (the control run failed: {str(e).splitlines()[0]})"
         raise PartFailed(f"resumed run differs from the uninterrupted one in {len(diffs)} "
                          f"entries (first: {diffs[:3]}); two uninterrupted runs differ in "
-                         f"{len(control)} (non-determinism of the GPU if > 0)", res)
+                         f"{said}", res)
     return res
 
 
@@ -507,7 +512,8 @@ def probe_syncs(args: dict) -> int:
     steps, first = args["steps"], args["first"]
     overrides = [f"data.shards={args['shards']}", "data.eval_shards=",
                  f"run.output_dir={Path(args['scratch']) / 'runs'}",
-                 f"run.name=syncs-{args['precision']}", "train.resume=none", "log.wandb=off",
+                 f"run.name=syncs-{args['precision']}-{os.getpid()}", "train.resume=none",
+                 "log.wandb=off",
                  "log.progress=false", f"train.precision={args['precision']}",
                  f"train.max_steps={steps}", f"log.every={steps}", f"checkpoint.every={steps}",
                  "log.images_every=0", "log.eval_every=0", *args["overrides"]]
@@ -671,6 +677,8 @@ def part_throughput(ctx: Ctx) -> dict:
         key = f"{c}|{b}|{p}"
         pt: dict[str, Any] = {"config": c, "batch": b, "precision": p}
         try:
+            if not ctx.trainer_ok:
+                raise PartFailed("not run: the environment part failed")
             tp = ctx.trainer_points.get(key) or trainer_point(ctx, c, b, p)
             pt["trainer_images_per_s"] = tp["trainer_images_per_s"]
         except Exception as e:  # noqa: BLE001 - recorded, next point
@@ -691,7 +699,7 @@ def part_throughput(ctx: Ctx) -> dict:
             pt["ratio"] = pt["trainer_images_per_s"] / pt["eager_images_per_s"]
         points.append(pt)
         print(f"  done {c} {b} {p}: {pt}", flush=True)
-    res = {"warmup_steps": warm, "measured_steps": measure, "points": points,
+    res = {"warmup_steps": warm, "measured_steps": measure, "plan": plan, "points": points,
            "not_run_budget": not_run, "compiled": "not measured: train.compile does not exist"}
     errors = [p for p in points if "trainer_error" in p or "eager_error" in p]
     if errors:
@@ -894,6 +902,8 @@ def run_parts(ctx: Ctx, names: list[str], budget_s: float, t_start: float) -> No
         except Exception:  # noqa: BLE001 - any failure is reported, the next part runs
             entry["status"] = "failed"
             entry["error"] = traceback.format_exc()[-4000:]
+        if name == "environment" and entry["status"] == "failed":
+            ctx.trainer_ok = False
         entry["seconds"] = time.monotonic() - t0
         report["elapsed_s"] = time.monotonic() - t_start
         print(f"   {name}: {entry['status']} in {entry['seconds']:.1f} s"
