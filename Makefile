@@ -51,7 +51,7 @@ test: setup
 # The whole GPU verification (issue 15; README "GPU check"): at most 8 minutes on one
 # CUDA GPU, report in $(OUT)/gpu-check.{json,md}; without CUDA a CPU self-test, exit 0.
 # Python: .venv's where it exists, else a python3 that has torch and accelerate (the GPU
-# machine), else launch/setup.sh makes .venv first (a fresh clone here).
+# machine), else launch/setup.sh makes .venv first (a fresh clone here; no apt packages).
 OUT    ?= runs/gpu-check
 WHEELS ?=
 MNIST  ?=
@@ -60,7 +60,7 @@ gpu-check:
 	@py=.venv/bin/python; \
 	if [ ! -x "$$py" ]; then \
 	  if python3 -c "import torch, accelerate" 2>/dev/null; then py=python3; \
-	  else launch/setup.sh && py=.venv/bin/python || exit 1; fi; \
+	  else SKIP_APT=1 launch/setup.sh && py=.venv/bin/python || exit 1; fi; \
 	fi; \
 	echo "PYTHONPATH=. $$py benchmarks/gpu_check.py --out $(OUT) $(if $(WHEELS),--wheels $(WHEELS)) $(if $(MNIST),--mnist $(MNIST)) $(GPU_CHECK_ARGS)"; \
 	PYTHONPATH=. $$py benchmarks/gpu_check.py --out $(OUT) $(if $(WHEELS),--wheels $(WHEELS)) \
