@@ -522,7 +522,9 @@ def probe_syncs(args: dict) -> int:
                  "log.images_every=0", "log.eval_every=0", *args["overrides"]]
     cfg = load_config(args["config"], overrides)
     trainer = Trainer(cfg, preflight(cfg))
-    cuda = torch.cuda.is_available()
+    # "sync_debug": False skips the CUDA calls (CPU self-test); True forces them (a CPU
+    # test of this bookkeeping fakes torch.cuda.set_sync_debug_mode).
+    cuda = bool(args.get("sync_debug", torch.cuda.is_available()))
     inner = trainer.train_step
     records: list[warnings.WarningMessage] = []
     marks: dict[int, int] = {}  # step -> index into records at its train_step's entry
