@@ -81,9 +81,10 @@ def test_host_syncs_per_steady_state_step_are_a_fixed_set(ctx, precision):
 
 @pytest.mark.xfail(strict=False, reason=(
     "issue 11 (0 host syncs per step): today the step-keyed latents and transform "
-    "parameters are drawn on the CPU and copied with a blocking .to(device) (phases.py "
-    "ctx.sample, augment.random_affine), and under fp16 GradScaler.step reads found_inf "
-    "with .item() for every optimizer"))
+    "parameters are drawn on the CPU and copied to the GPU with blocking copies from "
+    "pageable memory (trainer.py _context.sample(...).to(device) -> latent.Latent.to, 3 "
+    "copies; augment.random_affine u.to(device), once per q_augment forward), and under "
+    "fp16 GradScaler.step reads found_inf with .item() for every optimizer"))
 @pytest.mark.parametrize("precision", ["bf16"])
 def test_steady_state_step_has_no_host_sync(ctx, precision):
     """One steady-state train_step under set_sync_debug_mode("error") raises nothing."""
