@@ -362,8 +362,6 @@ def part_fp16_overflow(ctx: Ctx) -> dict:
                            "wall_s": wall}
     checks: list[tuple[str, bool]] = []
     if ctx.gpu:
-        import torch
-
         amp = {s: (r.get("amp/scale"), r.get("amp/skipped_steps")) for s, r in rows.items()}
         res["amp_by_step"] = amp
         scale_prev, skip_prev = amp[k - 1]
