@@ -70,7 +70,7 @@ PART_BUDGETS = {  # seconds, GPU mode; the self-test uses the same parts at tiny
 }
 PARTS = list(PART_BUDGETS)
 # The CPU self-test runs tiny sizes, but on a shared 2-core machine a trainer process
-# takes 5-15 s to start: its parts get 3x the GPU budgets (the global budget still holds).
+# takes 5-40 s to start: its parts and its global budget are 3x the GPU ones.
 SELF_TEST_BUDGET_FACTOR = 3
 OPTIONAL_MODULES = ("webdataset", "braceexpand", "wandb")
 CONFIGS = ("configs/mnist_mlp.yaml", "configs/mnist.yaml")
@@ -940,7 +940,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/gpu-check", help="report directory")
     p.add_argument("--wheels", default="", help="directory of .whl files for missing modules")
     p.add_argument("--mnist", default="", help="shards (index.json) or IDX files")
-    p.add_argument("--budget-s", type=float, default=GLOBAL_BUDGET_S)
+    p.add_argument("--budget-s", type=float, default=None,
+                   help=f"global budget (default {GLOBAL_BUDGET_S:.0f} s on a GPU; "
+                        f"{SELF_TEST_BUDGET_FACTOR}x that for the CPU self-test)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     p.add_argument("--self-test", action="store_true",
                    help="run the CPU self-test even where CUDA exists")
@@ -961,6 +963,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     cuda = torch.cuda.is_available() and not a.self_test
+    if a.budget_s is None:
+        a.budget_s = GLOBAL_BUDGET_S * (1 if cuda else SELF_TEST_BUDGET_FACTOR)
     out = Path(a.out).resolve()
     scratch = (Path(a.scratch).resolve() if a.scratch
                else Path(tempfile.mkdtemp(prefix="gpu-check-")))

@@ -21,7 +21,7 @@ def test_make_gpu_check_without_cuda_runs_the_self_test(tmp_path):
     r = subprocess.run(
         ["make", "-s", "gpu-check", f"OUT={out}", f"MNIST={shards}",
          f"GPU_CHECK_ARGS=--scratch {tmp_path / 'scratch'}"],
-        cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=600)
+        cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     report = json.loads((out / "gpu-check.json").read_text())
     md = (out / "gpu-check.md").read_text()
