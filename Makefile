@@ -17,7 +17,7 @@ export TORCHELASTIC_SIGNALS_TO_HANDLE := SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1
 export PET_SIGNALS_TO_HANDLE := $(TORCHELASTIC_SIGNALS_TO_HANDLE)
 export WANDB_SILENT := true
 
-.PHONY: setup data train test lint bench clean
+.PHONY: setup data train test lint bench clean gpu-check
 
 setup:
 	launch/setup.sh
@@ -47,6 +47,24 @@ train: data
 
 test: setup
 	$(PY) -m pytest -q
+
+# The whole GPU verification (issue 15; README "GPU check"): at most 8 minutes on one
+# CUDA GPU, report in $(OUT)/gpu-check.{json,md}; without CUDA a CPU self-test, exit 0.
+# Python: .venv's where it exists, else a python3 that has torch and accelerate (the GPU
+# machine), else launch/setup.sh makes .venv first (a fresh clone here; no apt packages).
+OUT    ?= runs/gpu-check
+WHEELS ?=
+MNIST  ?=
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@py=.venv/bin/python; \
+	if [ ! -x "$$py" ]; then \
+	  if python3 -c "import torch, accelerate" 2>/dev/null; then py=python3; \
+	  else SKIP_APT=1 launch/setup.sh && py=.venv/bin/python || exit 1; fi; \
+	fi; \
+	echo "PYTHONPATH=. $$py benchmarks/gpu_check.py --out $(OUT) $(if $(WHEELS),--wheels $(WHEELS)) $(if $(MNIST),--mnist $(MNIST)) $(GPU_CHECK_ARGS)"; \
+	PYTHONPATH=. $$py benchmarks/gpu_check.py --out $(OUT) $(if $(WHEELS),--wheels $(WHEELS)) \
+	  $(if $(MNIST),--mnist $(MNIST)) $(GPU_CHECK_ARGS)
 
 lint: setup
 	.venv/bin/ruff check infogan_dist tests benchmarks train.py

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+PANEL_W, PANEL_H, DPI = 560, 300, 100  # pixels per panel (one panel per key)
 UNITS = {"mi/": "nats", "eval/mi/": "nats", "eval/acc/": "fraction correct",
          "loss/": "loss", "perf/images_per_s": "images/s"}
 
@@ -54,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: no such metrics file: {missing[0]}", file=sys.stderr)
         return 2
-    fig, axes = plt.subplots(len(args.key), 1, figsize=(7, 3.2 * len(args.key)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(args.key), 1, squeeze=False, dpi=DPI,
+                             figsize=(PANEL_W / DPI, PANEL_H / DPI * len(args.key)))
     for i, key in enumerate(args.key):
         ax = axes[i][0]
         for f in args.files:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             ax.text(0.5, 0.5, f"{key}: not logged", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100)
+    fig.savefig(args.out, dpi=DPI)
     print(f"wrote {args.out}")
     return 0
 

@@ -1,11 +1,17 @@
 """Fault injection for the failure tests, off unless INFOGAN_FAULT is set.
 
-    INFOGAN_FAULT=<what>:<rank>:<step>   e.g. raise:1:5, kill:1:5, kill_in_save:0:10, hang:1:5
+    INFOGAN_FAULT=<what>:<rank>:<step>   e.g. raise:1:5, kill:1:5, kill_in_save:0:10, hang:1:5,
+                                          overflow_D:0:3
 
 raise: that rank raises RuntimeError after the step; kill: it SIGKILLs itself after the
 step; kill_in_save: it SIGKILLs itself inside the checkpoint save of that step, after
 Accelerate wrote its files and before COMPLETE; hang: it stops making progress (sleeps
 in place of the next collective), as a stuck rank would.
+overflow_<phase> (e.g. overflow_D, overflow_G, overflow_info): that rank fills one
+gradient of that phase's optimizer with +inf after the phase's backward and before its
+optimizer step, at that step (numbered like metrics.jsonl: the first step is 1). Under
+fp16 the shared GradScaler then finds the inf and skips exactly that optimizer step and
+halves the scale; without a scaler (fp32, bf16) the inf reaches the weights.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+
+import torch
 
 
 def _spec() -> tuple[str, int, int] | None:
@@ -34,3 +42,21 @@ def inject(where: str, rank: int, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if where == "step" and what == "hang":
         time.sleep(3600)
+
+
+def poison_grads(phase: str, optimizer: torch.optim.Optimizer, rank: int, step: int) -> bool:
+    """INFOGAN_FAULT=overflow_<phase>:<rank>:<step>: fills the first existing gradient of
+    `optimizer`'s parameters with +inf (`step` = the step being trained, 1-based). The
+    trainer calls it between the phase's backward and its optimizer step. Returns whether
+    it poisoned anything. Accepts an Accelerate-wrapped optimizer too."""
+    spec = _spec()
+    if spec is None or spec[0] != f"overflow_{phase}" or spec[1] != rank or spec[2] != step:
+        return False
+    inner = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer -> torch's
+    for group in inner.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                p.grad.fill_(float("inf"))
+                return True
+    raise RuntimeError(f"INFOGAN_FAULT=overflow_{phase}: phase {phase} has no gradient "
+                       f"to poison at step {step}")

@@ -165,6 +165,7 @@ class Trainer:
             phase.optimizer.zero_grad(set_to_none=True)
             phase_stats, fakes = phase.run(inputs, fakes)
             stats |= phase_stats
+            faults.poison_grads(phase.name, phase.optimizer, self.rank, self.state.step + 1)
             phase.optimizer.step()
         return stats
 
