@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..config import DataConfig
+from . import remote
 from .memory import MemorySource
 from .shards import ShardError, ShardIndex, decode_all, read_index
 from .stream import StreamSource
@@ -25,6 +26,7 @@ __all__ = [
     "decode_all",
     "open_source",
     "read_index",
+    "remote",
     "to_float",
 ]
 
@@ -40,6 +42,7 @@ def open_source(
     device: torch.device | str = "cpu",
 ) -> MemorySource | StreamSource:
     """The source `data_cfg.mode` asks for. Stream batches stay on the CPU (move them)."""
+    remote.configure(data_cfg)  # remote shards: endpoint, node cache, retry window
     if data_cfg.mode == "memory":
         return MemorySource(index, rank=rank, world_size=world_size, global_batch=global_batch,
                             seed=seed, device=device)
