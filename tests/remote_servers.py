@@ -73,7 +73,8 @@ class SeaweedS3:
                f"-dir={self.root / 'data'}", f"-master.port={p[0]}", f"-master.port.grpc={p[1]}",
                f"-volume.port={p[2]}", f"-volume.port.grpc={p[3]}", "-filer",
                f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}", "-s3", f"-s3.port={p[6]}",
-               f"-s3.port.grpc={p[7]}", f"-s3.config={self.config}", "-volume.max=8",
+               f"-s3.port.grpc={p[7]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+               f"-s3.config={self.config}", "-volume.max=8",
                "-master.volumeSizeLimitMB=64", "-metricsPort=0"]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -236,8 +237,15 @@ class FaultProxy:
         state = {"reset": False, "sent": 0, "dead": False}
 
         def rst(sock: socket.socket) -> None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-            sock.close()
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            except OSError:
+                pass
+            try:
+                sock.shutdown(socket.SHUT_RD)  # wakes our reader thread; no FIN is sent
+            except OSError:
+                pass
+            sock.close()  # linger 0: the peer gets a RST mid-body
 
         def down() -> None:  # server -> client, cut where asked
             try:
@@ -254,7 +262,7 @@ class FaultProxy:
                                 self.resets += 1
                             state["dead"] = True
                             rst(client)
-                            upstream.close()
+                            _close(upstream)
                             return
                         state["sent"] += len(data)
                     client.sendall(data)
@@ -262,11 +270,8 @@ class FaultProxy:
                 pass
             finally:
                 state["dead"] = True
-                for s in (client, upstream):
-                    try:
-                        s.close()
-                    except OSError:
-                        pass
+                _close(client)
+                _close(upstream)
 
         threading.Thread(target=down, daemon=True).start()
         buf = b""
@@ -291,8 +296,8 @@ class FaultProxy:
                         client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0"
                                        b"\r\nConnection: close\r\n\r\n")
                         state["dead"] = True
-                        client.close()
-                        upstream.close()
+                        _close(client)
+                        _close(upstream)
                         return
                     state["reset"] = bool(self.reset_every and n % self.reset_every
                                           == self.reset_at % self.reset_every)
@@ -302,3 +307,19 @@ class FaultProxy:
                 upstream.sendall(buf)
         except OSError:
             pass
+        finally:  # the client went away (or we cut it): end the upstream side too
+            state["dead"] = True
+            _close(upstream)
+
+
+def _close(sock: socket.socket) -> None:
+    """shutdown() then close(): a bare close() does not wake a recv() blocked in another
+    thread, and the peer would keep a half-dead connection (and time out on it)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
