@@ -214,9 +214,9 @@ class FaultProxy:
         self._running.set()
         self._sock.close()
 
-    def count(self, substring: str) -> int:
+    def count(self, substring: str, method: str = "GET") -> int:
         with self._lock:
-            return sum(substring in path for _, path in self.requests)
+            return sum(substring in path and m == method for m, path in self.requests)
 
     def _accept(self) -> None:
         while not self._closed:
