@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from infogan_dist.config import DataConfig
 from infogan_dist.data import ShardError, StreamSource, cache, decode_all, read_index, remote
-from tests.helpers import ROOT, launch_env, make_shards, train
+from tests.helpers import ROOT, launch_env, make_shards, train, train_cmd
 from tests.remote_servers import (
     BUCKET,
     SECRET_KEY,
@@ -357,3 +357,28 @@ def test_training_from_s3_and_http_is_bitwise_local(mode, shards, s3, s3_url, ht
         if f.is_file():
             assert SECRET_KEY.encode() not in f.read_bytes(), f
     assert os.path.exists(tmp_path / "s3" / "config.yaml")
+
+
+def test_corrupt_shard_during_training_ends_every_rank(shards, s3, tmp_path):
+    """A fault only a read can see (sha256 mismatch, stream mode): the rank that reads it
+    stops with the data layer's one-line message; torchrun then ends the other rank: no
+    hang, non-zero exit, the URL and cause named, no secret printed."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in shards.iterdir():
+        data = f.read_bytes()
+        if f.name == "shard-000001.tar":
+            data = data[:5000] + bytes([data[5000] ^ 1]) + data[5001:]
+        (bad / f.name).write_bytes(data)
+    url = s3.upload_dir(bad, "corrupt-train")
+    env = launch_env()
+    env.update(s3.env())
+    r = subprocess.run(
+        [*train_cmd("launch/cpu_ddp.yaml", SMOKE, f"data.shards={url}", "data.mode=stream",
+                    f"run.output_dir={tmp_path}", "train.max_steps=40", "dist.timeout_s=20")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert r.returncode != 0
+    msg = "shard s3://shards/corrupt-train/shard-000001.tar: sha256"
+    lines = [line for line in r.stderr.splitlines() if msg in line]
+    assert lines and lines[0].rstrip().endswith("rebuild the shards with `infogan prepare-data`")
+    assert SECRET_KEY not in r.stdout + r.stderr
