@@ -177,7 +177,7 @@ def _s3_fault(e: BaseException) -> Exception:
         code = str(e.response.get("Error", {}).get("Code", "")) or "error"
         if status == 0:
             return Transient(code)
-        fault = _status_fault(status, code)
+        fault = _status_fault(status, "" if code == str(status) else code)
         return type(fault)(str(fault))
     if isinstance(e, be.NoCredentialsError | be.PartialCredentialsError):
         return Permanent("no AWS credentials found; set AWS_ACCESS_KEY_ID and "
@@ -284,19 +284,26 @@ class _Body:
 
 class RemoteReader(io.RawIOBase):
     """A shard at a URL as a sequential file; survives transient faults mid-body by
-    resuming at the byte reached. `size`: the expected length (index), or None."""
+    resuming at the byte reached. `size`: the expected length (index), or None.
+
+    The body is fetched in CHUNK-sized reads into a buffer and small reads (tar headers,
+    PNG members) are served from it: a call into the HTTP stack per 512-byte header would
+    cost more than decoding the sample. `fetched` is the network position (where a resume
+    starts), `pos` what the caller has read; `sha256` covers the fetched bytes in order."""
 
     def __init__(self, url: str, size: int | None = None, what: str = "shard"):
         super().__init__()
         self.url, self.size, self.what = url, size, what
-        self.pos, self._body, self._etag = 0, None, None
+        self.pos = self.fetched = 0
+        self._body, self._etag = None, None
+        self._buf, self._off = b"", 0
         self.sha256 = hashlib.sha256()
 
     def readable(self) -> bool:
         return True
 
     def _open(self) -> None:
-        body = _Body(self.url, self.pos, self._etag)
+        body = _Body(self.url, self.fetched, self._etag)
         self._etag = body.etag
         if self.size is None and body.length >= 0:
             self.size = body.length
@@ -307,17 +314,17 @@ class RemoteReader(io.RawIOBase):
                             f"{self.size} the index says (truncated or replaced upload?)")
         self._body = body
 
-    def _read_some(self, n: int) -> bytes:
+    def _fetch_some(self) -> bytes:
         if self._body is None:
             self._open()
         try:
-            data = self._body.read(n)
+            data = self._body.read(CHUNK)
         except Exception as e:
             self._drop()
             raise (_s3_fault(e) if self.url.startswith("s3://") else _http_fault(e)) from None
-        if not data and self.size is not None and self.pos < self.size:
+        if not data and self.size is not None and self.fetched < self.size:
             self._drop()  # the connection ended early without an error
-            raise Transient(f"connection closed at byte {self.pos} of {self.size}")
+            raise Transient(f"connection closed at byte {self.fetched} of {self.size}")
         return data
 
     def _drop(self) -> None:
@@ -325,15 +332,27 @@ class RemoteReader(io.RawIOBase):
             self._body.close()
             self._body = None
 
+    def _fill(self) -> bool:
+        """Refill the buffer from the network; False at the end of the object."""
+        if self.size is not None and self.fetched >= self.size:
+            return False
+        data = _retrying(self.url, self.what, self._fetch_some, lambda: self.fetched)
+        if not data:
+            return False
+        self.fetched += len(data)
+        self.sha256.update(data)
+        self._buf, self._off = data, 0
+        return True
+
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             return self.readall()
-        if self.size is not None and self.pos >= self.size:
+        if self._off >= len(self._buf) and not self._fill():
             return b""
-        data = _retrying(self.url, self.what, lambda: self._read_some(n), lambda: self.pos)
-        self.pos += len(data)
-        self.sha256.update(data)
-        return data
+        out = self._buf[self._off : self._off + n]
+        self._off += len(out)
+        self.pos += len(out)
+        return out
 
     def readinto(self, b) -> int:
         data = self.read(len(b))
@@ -342,20 +361,23 @@ class RemoteReader(io.RawIOBase):
 
     def readall(self) -> bytes:
         parts = []
-        while chunk := self.read(CHUNK * 8):
+        while chunk := self.read(CHUNK):
             parts.append(chunk)
         return b"".join(parts)
 
     def read_exact(self, n: int) -> bytes:
         """n bytes, or fewer only at the end of the object."""
-        parts, got = [], 0
+        first = self.read(n)
+        if len(first) == n or not first:
+            return first
+        parts, got = [first], len(first)
         while got < n:
             chunk = self.read(n - got)
             if not chunk:
                 break
             parts.append(chunk)
             got += len(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)
 
     def close(self) -> None:
         self._drop()

@@ -96,6 +96,11 @@ def test_index_and_samples_equal_local(shards, s3_url, http, aws_env):
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         assert [torch.equal(a, b) for a, b in zip(_stream_epoch(index), _stream_epoch(local),
                                                    strict=True)] == [True] * 64
+    # DataLoader workers (forked) make their own clients
+    index = read_index(s3_url)
+    assert all(torch.equal(a, b) for a, b in zip(_stream_epoch(index, num_workers=2),
+                                                  _stream_epoch(local, num_workers=2),
+                                                  strict=True))
 
 
 @pytest.mark.parametrize("server", ["s3", "http"])
