@@ -190,7 +190,7 @@ class FaultProxy:
         self.reset_every, self.err_every = reset_every, err_every
         self.reset_at, self.err_at, self.reset_after = reset_at, err_at, reset_after
         self.requests: list[tuple[str, str]] = []
-        self.resets = self.errors = self.connections = 0
+        self.resets = self.errors = self.connections = self.refused = 0
         self._lock = threading.Lock()
         self._running = threading.Event()
         self._running.set()
@@ -232,7 +232,9 @@ class FaultProxy:
         try:
             upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=60)
         except OSError:
-            client.close()  # upstream down: the client sees a closed connection
+            with self._lock:
+                self.refused += 1
+            _close(client)  # upstream down: the client sees a closed connection
             return
         state = {"reset": False, "sent": 0, "dead": False}
 

@@ -128,7 +128,9 @@ def test_resets_and_503_are_survived_bitwise(server, shards, s3, s3_url, http, a
         proxy.close()
 
 
-def test_s3_killed_mid_epoch_and_restarted(shards, s3, s3_url, aws_env):
+def test_s3_killed_mid_epoch_and_restarted(shards, s3, s3_url, aws_env, monkeypatch):
+    proxy = FaultProxy(s3.port)  # no faults: it only witnesses the outage
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
     remote.configure(DataConfig(retry_s=120))
     index, local = read_index(s3_url), read_index(str(shards))
     src = StreamSource(index, rank=0, world_size=1, global_batch=8, seed=3, shuffle_buffer=16)
@@ -150,6 +152,8 @@ def test_s3_killed_mid_epoch_and_restarted(shards, s3, s3_url, aws_env):
     finally:
         restarted.set()
         t.join()
+        proxy.close()
+    assert proxy.refused >= 1  # the reader did meet the dead server, and got through
     # every sample of the epoch exactly once, in the same order as from local disk
     assert _digests(got) == _digests(_stream_epoch(local))
     assert all(torch.equal(a, b) for a, b in zip(got, _stream_epoch(local), strict=True))
