@@ -90,6 +90,10 @@ def write_shards(
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     if remote.is_remote(str(out_dir)):  # s3://bucket/prefix: write here, upload, index last
         url = str(out_dir).rstrip("/")
+        if not url.startswith("s3://"):
+            raise ValueError(f"--out {remote.redact(url)}: only s3:// (or a local directory) "
+                             "can be written; copy a local shard directory to an HTTP server "
+                             "with its own tools")
         remote.delete(remote.join(url, INDEX_NAME))  # unfinished from here until the end
         with tempfile.TemporaryDirectory(prefix="infogan-prepare-") as tmp:
             index = write_shards(images, labels, tmp, shard_size, source, num_classes)

@@ -391,3 +391,31 @@ def test_corrupt_shard_during_training_ends_every_rank(shards, s3, tmp_path):
     lines = [line for line in r.stderr.splitlines() if msg in line]
     assert lines and lines[0].rstrip().endswith("rebuild the shards with `infogan prepare-data`")
     assert SECRET_KEY not in r.stdout + r.stderr
+
+
+def test_prepare_data_uploads_to_s3(shards, s3, tmp_path):
+    from tests.helpers import VENV_BIN, digits_idx
+
+    images, labels = digits_idx()
+    env = launch_env()
+    env.update(s3.env())
+    cmd = [str(VENV_BIN / "infogan"), "prepare-data", "--images", str(images), "--labels",
+           str(labels), "--limit", "512", "--shard-size", "128"]
+    r = subprocess.run([*cmd, "--out", f"s3://{BUCKET}/prepared"], capture_output=True,
+                       text=True, timeout=300, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    keys = sorted(o["Key"] for o in
+                  s3.client().list_objects_v2(Bucket=BUCKET, Prefix="prepared/")["Contents"])
+    assert keys == ["prepared/index.json"] + [f"prepared/shard-00000{i}.tar" for i in range(4)]
+    for k in range(2):  # the same bytes as prepare-data writes to a local directory
+        for key in keys:
+            body = s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            assert body == (shards / key.split("/")[1]).read_bytes(), key
+        if k == 0:  # a re-run over the old upload replaces it
+            r = subprocess.run([*cmd, "--out", f"s3://{BUCKET}/prepared"], capture_output=True,
+                               text=True, timeout=300, cwd=ROOT, env=env)
+            assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([*cmd, "--out", "http://127.0.0.1:9/x"], capture_output=True,
+                       text=True, timeout=300, cwd=ROOT, env=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "only s3://" in r.stderr
