@@ -96,6 +96,10 @@ def test_index_and_samples_equal_local(shards, s3_url, http, aws_env):
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         assert [torch.equal(a, b) for a, b in zip(_stream_epoch(index), _stream_epoch(local),
                                                    strict=True)] == [True] * 64
+    # a brace pattern and the index file itself, as for local directories
+    sub = read_index(f"{http.url}/shards/shard-{{000001..000002}}.tar")
+    assert sub.names == ["shard-000001.tar", "shard-000002.tar"] and sub.counts == [128, 128]
+    assert read_index(f"{s3_url}/index.json").paths == read_index(s3_url).paths
     # DataLoader workers (forked) make their own clients
     index = read_index(s3_url)
     assert all(torch.equal(a, b) for a, b in zip(_stream_epoch(index, num_workers=2),
