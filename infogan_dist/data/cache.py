@@ -76,6 +76,20 @@ def fetch(url: str, size: int | None, sha256: str | None, cache_dir: str,
     return final
 
 
+def open_cached(url: str, size: int | None, sha256: str | None, cache_dir: str,
+                max_bytes: int = 0):
+    """`fetch`, then open the file: if another process evicted it in between, fetch again
+    (an open file survives a later eviction)."""
+    for _ in range(3):
+        path = fetch(url, size, sha256, cache_dir, max_bytes)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            continue
+    raise remote._error(f"shard {remote.redact(url)}: evicted from the cache {cache_dir} "
+                        "as soon as it was filled; raise data.cache_max_gb")
+
+
 def evict(root: Path, max_bytes: int, incoming: int = 0) -> list[Path]:
     """Delete least recently used shards until the cache plus `incoming` bytes fit.
     A process still reading a deleted shard keeps its open file (POSIX semantics)."""

@@ -108,6 +108,7 @@ _HINTS = {
     403: "check the AWS credentials/profile and the bucket policy (or the server's access "
          "rules)",
     404: "check the URL; upload the shards with `infogan prepare-data --out URL`",
+    412: "the object was replaced while it was being read; run again once uploads are done",
 }
 
 
@@ -186,8 +187,10 @@ def _s3_fault(e: BaseException) -> Exception:
         return Permanent("the AWS profile in AWS_PROFILE does not exist in ~/.aws/config")
     if isinstance(e, be.ParamValidationError):
         return Permanent("invalid S3 request parameters (bucket or key name)")
-    if isinstance(e, be.BotoCoreError | OSError):  # connection, timeout, incomplete body
-        return Transient(type(e).__name__)
+    import urllib3
+
+    if isinstance(e, be.BotoCoreError | OSError | urllib3.exceptions.HTTPError):
+        return Transient(type(e).__name__)  # connection, timeout, incomplete body
     return Permanent(type(e).__name__)
 
 

@@ -266,15 +266,16 @@ def _tar_members(path: str, size: int | None = None, sha256: str | None = None
                  ) -> Iterator[dict]:
     """{fname, data, __url__} per member, as webdataset's tar_file_expander yields them.
     `path` may be a URL: through the node cache if data.cache_dir is set, else streamed."""
-    local = path
     if remote.is_remote(path):
         opts = remote.options()
         if not opts.cache_dir:
             yield from _remote_members(path, size, sha256)
             return
-        local = str(cache.fetch(path, size, sha256, opts.cache_dir, opts.cache_max_bytes))
+        opened = cache.open_cached(path, size, sha256, opts.cache_dir, opts.cache_max_bytes)
         sha256 = None  # checked by the cache fill
-    with open(local, "rb") as f:
+    else:
+        opened = open(path, "rb")
+    with opened as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise ShardError(f"shard {path}: empty file; {_FIX}")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
