@@ -107,6 +107,29 @@ def test_index_and_samples_equal_local(shards, s3_url, http, aws_env):
                                                   strict=True))
 
 
+def test_profile_file_and_endpoint_config_key(shards, s3, s3_url, tmp_path, monkeypatch):
+    """Credentials from a shared credentials file + AWS_PROFILE; the endpoint from the
+    config key data.s3_endpoint_url, which wins over AWS_ENDPOINT_URL_S3."""
+    from tests.remote_servers import ACCESS_KEY
+
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[trainer]\naws_access_key_id = {ACCESS_KEY}\n"
+                     f"aws_secret_access_key = {SECRET_KEY}\n")
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_PROFILE", "trainer")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens
+    remote.configure(DataConfig(s3_endpoint_url=s3.endpoint))
+    try:
+        assert read_index(s3_url).names == read_index(str(shards)).names
+    finally:
+        remote.configure(DataConfig())
+
+
 @pytest.mark.parametrize("server", ["s3", "http"])
 def test_resets_and_503_are_survived_bitwise(server, shards, s3, s3_url, http, aws_env,
                                              monkeypatch):
