@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         Trainer(cfg, index).fit()
-    except CheckpointError as e:
+    except (CheckpointError, ShardError) as e:  # e.g. a shard that turns bad mid-run
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

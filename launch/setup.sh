@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
-APT_PACKAGES="dataset-fashion-mnist slurm-wlm munge"
+APT_PACKAGES="dataset-fashion-mnist slurm-wlm munge nginx-light"  # nginx: HTTP shard tests
 
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

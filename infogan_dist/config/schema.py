@@ -42,6 +42,10 @@ class DataConfig:
     num_workers: int = 0  # stream mode: DataLoader workers per rank
     shuffle_buffer: int = 1000  # stream mode: samples in each worker's shuffle buffer
     eval_shards: str = ""  # labelled shards scored by evaluation; "" = data.shards
+    cache_dir: str = ""  # per-node cache of remote (s3://, http(s)://) shards; "" = off
+    cache_max_gb: float = 0.0  # cache size limit in GB (1e9 bytes), LRU eviction; 0 = no limit
+    s3_endpoint_url: str = ""  # S3-compatible store URL; "" = AWS_ENDPOINT_URL(_S3) or AWS
+    retry_s: float = 30.0  # seconds a remote read retries transient faults without progress
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 
 from ..config import DataConfig
 from ..registry import Registry
+from . import remote
 from .memory import MemorySource
 from .shards import ShardError, ShardIndex, decode_all, read_index
 from .stream import StreamSource
@@ -33,6 +34,7 @@ __all__ = [
     "decode_all",
     "open_source",
     "read_index",
+    "remote",
     "to_float",
 ]
 
@@ -54,6 +56,7 @@ def open_source(
     device: torch.device | str = "cpu",
 ) -> MemorySource | StreamSource:
     """The source `data_cfg.mode` asks for. Stream batches stay on the CPU (move them)."""
+    remote.configure(data_cfg)  # remote shards: endpoint, node cache, retry window
     return SOURCES[data_cfg.mode](data_cfg, index, rank=rank, world_size=world_size,
                                   global_batch=global_batch, seed=seed, device=device)
 

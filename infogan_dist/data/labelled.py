@@ -18,7 +18,10 @@ def head_of_index(index: ShardIndex, limit: int | None) -> ShardIndex:
     while total < limit:
         total += index.counts[k]
         k += 1
-    return dataclasses.replace(index, paths=index.paths[:k], counts=index.counts[:k])
+    return dataclasses.replace(
+        index, paths=index.paths[:k], counts=index.counts[:k],
+        sizes=index.sizes[:k] if index.sizes else index.sizes,
+        sha256=index.sha256[:k] if index.sha256 else index.sha256)
 
 
 def eval_shards(cfg: Config) -> str:

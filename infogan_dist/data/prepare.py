@@ -4,6 +4,7 @@
         --images train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz
     infogan prepare-data --out data/cifar10/train --torchvision CIFAR10 --root ~/tv --download
     infogan prepare-data --out data/faces --folder photos/ --size 64
+    infogan prepare-data --out s3://my-bucket/fmnist/train --images ... --labels ...
 
 Output: DIR/shard-NNNNNN.tar (per sample `{key}.png` and, with labels, `{key}.cls`) and
 DIR/index.json, written last and atomically so a half-written directory has no index.
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import io
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from . import remote
 from .shards import INDEX_FORMAT, INDEX_NAME
 
 IDX_IMAGES, IDX_LABELS = 2051, 2049  # magic numbers of ubyte IDX with 3 and 1 dimensions
@@ -84,6 +88,19 @@ def write_shards(
         raise ValueError(f"{len(labels)} labels for {n} images")
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    if remote.is_remote(str(out_dir)):  # s3://bucket/prefix: write here, upload, index last
+        url = str(out_dir).rstrip("/")
+        if not url.startswith("s3://"):
+            raise ValueError(f"--out {remote.redact(url)}: only s3:// (or a local directory) "
+                             "can be written; copy a local shard directory to an HTTP server "
+                             "with its own tools")
+        remote.delete(remote.join(url, INDEX_NAME))  # unfinished from here until the end
+        with tempfile.TemporaryDirectory(prefix="infogan-prepare-") as tmp:
+            index = write_shards(images, labels, tmp, shard_size, source, num_classes)
+            for shard in index["shards"]:
+                remote.upload(os.path.join(tmp, shard["name"]), remote.join(url, shard["name"]))
+            remote.upload(os.path.join(tmp, INDEX_NAME), remote.join(url, INDEX_NAME))
+        return index
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Drop the old index first: from here until the new one is written the dir is "unfinished".
@@ -103,7 +120,7 @@ def write_shards(
     counts = [min(shard_size, n - s) for s in range(0, n, shard_size)]
     index = {
         "format": INDEX_FORMAT,
-        "shards": [{"name": f"shard-{i:06d}.tar", "count": c} for i, c in enumerate(counts)],
+        "shards": [_shard_entry(out, f"shard-{i:06d}.tar", c) for i, c in enumerate(counts)],
         "image_shape": [int(x) for x in images.shape[1:]],
         "has_labels": labels is not None,
         "num_classes": None if labels is None else int(num_classes or int(labels.max()) + 1),
@@ -113,6 +130,17 @@ def write_shards(
     tmp.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(tmp, out / INDEX_NAME)
     return index
+
+
+def _shard_entry(out: Path, name: str, count: int) -> dict:
+    """Name, sample count, bytes and sha256: readers check the last two (remote shards,
+    cache fills, memory mode); indexes without them still load."""
+    digest = hashlib.sha256()
+    with open(out / name, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return {"name": name, "count": count, "size": (out / name).stat().st_size,
+            "sha256": digest.hexdigest()}
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -250,7 +278,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n" + __doc__.split("\n\n")[1],
     )
-    p.add_argument("--out", required=True, help="output directory (shards + index.json)")
+    p.add_argument("--out", required=True, help="output directory (shards + index.json), "
+                   "or s3://bucket/prefix (uploaded, index.json last)")
     p.add_argument("--shard-size", type=int, default=5000, help="images per shard (default 5000)")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N images")
     src = p.add_argument_group("source (exactly one)")

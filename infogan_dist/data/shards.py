@@ -12,6 +12,7 @@ image (png/jpg/jpeg) or a label (cls); json is ignored, anything else is refused
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import mmap
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from . import cache, remote
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 1
@@ -49,6 +52,8 @@ class ShardIndex:
     has_labels: bool
     num_classes: int | None
     source: str = ""  # what prepare-data made the shards from
+    sizes: list[int] | None = None  # bytes per shard (index.json from prepare-data >= sha256)
+    sha256: list[str | None] | None = None  # hex digest per shard; None in older indexes
 
     @property
     def total(self) -> int:
@@ -64,8 +69,21 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {' '.join(text.split())}"
 
 
-def _load_index_json(directory: Path) -> dict:
+def _load_index_json(directory: Path | str) -> dict:
     hint = f"run `infogan prepare-data --out {directory} ...` to create it"
+    if remote.is_remote(str(directory)):
+        url = remote.join(str(directory), INDEX_NAME)
+        try:
+            data = json.loads(remote.read_bytes(url, what="shard index"))
+        except ShardError as e:
+            if "HTTP 404" in str(e):
+                raise ShardError(f"no {INDEX_NAME} at {remote.redact(url)}; {hint}") from None
+            raise
+        except ValueError as e:
+            raise ShardError(f"{remote.redact(url)}: not a valid shard index "
+                             f"({_one_line(e)}); {hint}") from None
+        return _check_index_json(data, remote.redact(url), hint)
+    directory = Path(directory)
     if not directory.is_dir():
         raise ShardError(f"shard directory {directory} does not exist; {hint}")
     path = directory / INDEX_NAME
@@ -73,6 +91,13 @@ def _load_index_json(directory: Path) -> dict:
         raise ShardError(f"no {INDEX_NAME} in {directory} (missing or half-written); {hint}")
     try:
         data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ShardError(f"{path}: not a valid shard index ({_one_line(e)}); {hint}") from None
+    return _check_index_json(data, path, hint)
+
+
+def _check_index_json(data, path, hint: str) -> dict:
+    try:
         ok = (
             data["format"] == INDEX_FORMAT
             and len(data["image_shape"]) == 3
@@ -90,13 +115,16 @@ def read_index(spec: str) -> ShardIndex:
     """`spec`: a directory with index.json (or that file), or a brace pattern of shards in
     one directory (`data/x/shard-{000000..000003}.tar`), which keeps only the listed shards."""
     spec = str(spec)
+    url = remote.is_remote(spec)  # s3://bucket/prefix, http(s)://host/path (remote.py)
     listed: list[str] | None = None
     if "{" in spec or spec.endswith(".tar"):
         listed = list(braceexpand.braceexpand(spec))
-        dirs = {os.path.dirname(p) for p in listed}
+        dirs = {remote.dirname(p) if url else os.path.dirname(p) for p in listed}
         if len(dirs) != 1:
             raise ShardError(f"shard pattern {spec}: all shards must be in one directory")
-        directory = Path(dirs.pop() or ".")
+        directory = dirs.pop() if url else Path(dirs.pop() or ".")
+    elif url:
+        directory = remote.dirname(spec) if spec.endswith(INDEX_NAME) else spec.rstrip("/")
     else:  # the directory, or its index.json
         directory = Path(spec).parent if spec.endswith(INDEX_NAME) else Path(spec)
     data = _load_index_json(directory)
@@ -114,10 +142,21 @@ def read_index(spec: str) -> ShardIndex:
                     f"shard {directory / name} (from pattern {spec}) is not listed in "
                     f"{directory / INDEX_NAME}; fix the pattern or {_FIX}"
                 )
-    paths = [str(directory / n) for n in names]
-    for p in paths:
-        if not os.path.isfile(p):
-            raise ShardError(f"shard {p} is listed in the index but missing on disk; {_FIX}")
+    meta = {s["name"]: s for s in data["shards"]}
+    sizes = [meta[n].get("size") for n in names]
+    sizes = [int(x) for x in sizes] if all(x is not None for x in sizes) else None
+    sha = [meta[n].get("sha256") for n in names]
+    if url:
+        paths = [remote.join(directory, n) for n in names]
+        _check_remote_shards(paths, sizes)
+    else:
+        paths = [str(directory / n) for n in names]
+        for j, p in enumerate(paths):
+            if not os.path.isfile(p):
+                raise ShardError(f"shard {p} is listed in the index but missing on disk; {_FIX}")
+            if sizes is not None and os.path.getsize(p) != sizes[j]:
+                raise ShardError(f"shard {p} is {os.path.getsize(p)} bytes but the index says "
+                                 f"{sizes[j]} (truncated or replaced); {_FIX}")
     nc = data.get("num_classes")
     return ShardIndex(
         paths=paths,
@@ -126,7 +165,24 @@ def read_index(spec: str) -> ShardIndex:
         has_labels=bool(data.get("has_labels", False)),
         num_classes=int(nc) if nc is not None else None,
         source=str(data.get("source", "")),
+        sizes=sizes,
+        sha256=sha if any(sha) else None,
     )
+
+
+def _check_remote_shards(urls: list[str], sizes: list[int] | None) -> None:
+    """Every shard exists (and has the index's size): one LIST per 1000 shards on S3,
+    parallel HEADs on HTTP. Run by preflight, so a missing or short upload costs exit 2
+    before any process group starts."""
+    found = remote.sizes(urls)
+    for j, u in enumerate(urls):
+        n = found.get(u)
+        if n is None:
+            raise ShardError(f"shard {remote.redact(u)} is listed in the index but missing "
+                             f"(HTTP 404); upload it or {_FIX}")
+        if sizes is not None and n >= 0 and n != sizes[j]:
+            raise ShardError(f"shard {remote.redact(u)} is {n} bytes but the index says "
+                             f"{sizes[j]} (truncated or replaced upload); {_FIX}")
 
 
 def _decode_image(data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
@@ -206,12 +262,25 @@ def _plain_tar_layout(buf: mmap.mmap | bytes, path: str) -> list[tuple[str, int,
     raise ShardError(f"shard {path}: truncated tar (no end-of-archive marker); {_FIX}")
 
 
-def _tar_members(path: str) -> Iterator[dict]:
-    """{fname, data, __url__} per member, as webdataset's tar_file_expander yields them."""
-    with open(path, "rb") as f:
+def _tar_members(path: str, size: int | None = None, sha256: str | None = None
+                 ) -> Iterator[dict]:
+    """{fname, data, __url__} per member, as webdataset's tar_file_expander yields them.
+    `path` may be a URL: through the node cache if data.cache_dir is set, else streamed."""
+    if remote.is_remote(path):
+        opts = remote.options()
+        if not opts.cache_dir:
+            yield from _remote_members(path, size, sha256)
+            return
+        opened = cache.open_cached(path, size, sha256, opts.cache_dir, opts.cache_max_bytes)
+        sha256 = None  # checked by the cache fill
+    else:
+        opened = open(path, "rb")
+    with opened as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise ShardError(f"shard {path}: empty file; {_FIX}")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if sha256 is not None:
+                _check_sha256(path, hashlib.sha256(buf).hexdigest(), sha256)
             layout = _plain_tar_layout(buf, path)
             if layout is not None:
                 for name, start, size in layout:
@@ -220,11 +289,70 @@ def _tar_members(path: str) -> Iterator[dict]:
         yield from tar_file_expander([{"url": path, "stream": f}])
 
 
+def _check_sha256(path: str, digest: str, expected: str) -> None:
+    if digest != expected:
+        where = remote.redact(path) if remote.is_remote(path) else path
+        raise ShardError(f"shard {where}: sha256 {digest[:12]}... differs from the index's "
+                         f"{expected[:12]}... (corrupt or replaced); {_FIX}")
+
+
+class _Prepend:
+    """A stream with some bytes put back in front (for tarfile after a peeked header)."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = (self.head, b"") if n < 0 else (self.head[:n], self.head[n:])
+            return out
+        return self.stream.read(n)
+
+
+def _remote_members(url: str, size: int | None, sha256: str | None) -> Iterator[dict]:
+    """Members of a shard at a URL, parsed while its body streams in (one GET, resumed by
+    Range after a fault). The sha256 is checked at the end: memory mode has then not used
+    any sample yet; stream mode stops at the end of a corrupt shard."""
+    where = remote.redact(url)
+    with remote.RemoteReader(url, size) as r:
+        while True:
+            header = r.read_exact(512)
+            if len(header) < 512:
+                if r.pos == 0:
+                    raise ShardError(f"shard {where}: empty file; {_FIX}")
+                raise ShardError(f"shard {where}: truncated tar (no end-of-archive marker); "
+                                 f"{_FIX}")
+            if header.count(0) == 512:
+                r.readall()  # the end-of-archive padding, so the digest covers the file
+                break
+            plain = header[257:262] == b"ustar" and header[156:157] in (b"0", b"\0")
+            stored = int(header[148:156].split(b"\0")[0].strip() or b"-1", 8) if plain else -1
+            if not plain or stored != sum(header[:148]) + 256 + sum(header[156:]):
+                # pax/GNU headers or links: tarfile reads the rest (streaming mode)
+                yield from tar_file_expander([{"url": where, "stream": _Prepend(header, r)}])
+                r.readall()
+                break
+            n = int(header[124:136].split(b"\0")[0].strip() or b"0", 8)
+            name = header[:100].split(b"\0")[0].decode()
+            prefix = header[345:500].split(b"\0")[0].decode()
+            name = f"{prefix}/{name}" if prefix else name
+            data = r.read_exact(n)
+            pad = -(-n // 512) * 512 - n
+            if len(data) < n or len(r.read_exact(pad)) < pad:
+                raise ShardError(f"shard {where}: truncated at member {name}; {_FIX}")
+            if not _META.match(name):
+                yield {"fname": name, "data": data, "__url__": where}
+        if sha256 is not None:
+            _check_sha256(url, r.sha256.hexdigest(), sha256)
+
+
 def iter_shard(index: ShardIndex, i: int) -> Iterator[tuple[np.ndarray, int]]:
     """Decoded (image uint8 CHW, label or -1) of shard i, in file order. Checks the count."""
     path, n = index.paths[i], 0
+    size = index.sizes[i] if index.sizes is not None else None
+    sha = index.sha256[i] if index.sha256 is not None else None
     try:
-        for sample in group_by_keys(_tar_members(path)):
+        for sample in group_by_keys(_tar_members(path, size, sha)):
             n += 1
             if n > index.counts[i]:
                 break

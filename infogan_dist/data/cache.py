@@ -1,0 +1,113 @@
+"""Per-node cache of remote shards (`data.cache_dir`, off by default).
+
+Every rank (and DataLoader worker) of a node points at the same directory. A shard is
+fetched by one process while the others wait on its lock file (fcntl.flock), so it
+crosses the network at most once per node; the fill goes to a unique temporary name
+(`.NAME.PID.RANDOM.part`), is checked (length, and sha256 when the index has it), and
+only then renamed into place with os.replace, which is atomic: a reader sees no file or a
+whole one, never a partial one. A size limit (`data.cache_max_gb`) evicts the least
+recently used shards (file mtime, refreshed on every use) before a new one is added.
+Put the cache on a node-local disk: flock on network filesystems is not reliable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from . import remote
+
+
+def _name(url: str) -> str:
+    clean = remote.redact(url)
+    return f"{hashlib.sha1(clean.encode()).hexdigest()[:16]}-{clean.rsplit('/', 1)[-1]}"
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _usable(path: Path, size: int | None) -> bool:
+    try:
+        return size is None or path.stat().st_size == size
+    except OSError:
+        return False
+
+
+def fetch(url: str, size: int | None, sha256: str | None, cache_dir: str,
+          max_bytes: int = 0) -> Path:
+    """Local path of the whole, verified shard at `url`, downloading it if needed."""
+    root = Path(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / _name(url)
+    if _usable(final, size):
+        _touch(final)  # recently used: evicted last
+        return final
+    with open(root / f".{final.name}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process of this node may be filling it
+        try:
+            if _usable(final, size):
+                _touch(final)
+                return final
+            tmp = root / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+            try:
+                with remote.RemoteReader(url, size) as reader, open(tmp, "wb") as out:
+                    while chunk := reader.read(remote.CHUNK * 8):
+                        out.write(chunk)
+                    digest = reader.sha256.hexdigest()
+                if sha256 and digest != sha256:
+                    raise remote._error(
+                        f"shard {remote.redact(url)}: sha256 {digest[:12]}... differs from "
+                        f"the index's {sha256[:12]}... (corrupt or replaced upload); "
+                        "rebuild the shards with `infogan prepare-data`")
+                if max_bytes:
+                    evict(root, max_bytes, incoming=tmp.stat().st_size)
+                os.replace(tmp, final)  # atomic: readers see all of it or nothing
+            finally:
+                tmp.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return final
+
+
+def open_cached(url: str, size: int | None, sha256: str | None, cache_dir: str,
+                max_bytes: int = 0):
+    """`fetch`, then open the file: if another process evicted it in between, fetch again
+    (an open file survives a later eviction)."""
+    for _ in range(3):
+        path = fetch(url, size, sha256, cache_dir, max_bytes)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            continue
+    raise remote._error(f"shard {remote.redact(url)}: evicted from the cache {cache_dir} "
+                        "as soon as it was filled; raise data.cache_max_gb")
+
+
+def evict(root: Path, max_bytes: int, incoming: int = 0) -> list[Path]:
+    """Delete least recently used shards until the cache plus `incoming` bytes fit.
+    A process still reading a deleted shard keeps its open file (POSIX semantics)."""
+    entries = []
+    for p in root.iterdir():
+        if p.name.startswith("."):
+            continue  # locks and fills in progress
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        entries.append((st.st_mtime, st.st_size, p))
+    total = sum(e[1] for e in entries) + incoming
+    removed = []
+    for _, n, p in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        p.unlink(missing_ok=True)
+        total -= n
+        removed.append(p)
+    return removed
