@@ -16,13 +16,19 @@ Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-import yaml
-from torch.distributed.elastic.multiprocessing.errors import record
+from infogan_dist import stop  # first: it notes the launcher's pid before torch loads
 
-from infogan_dist.config import ConfigError, load_config
-from infogan_dist.data import ShardError
+stop.install()  # SIGTERM/SIGINT/SIGUSR1 are stop requests from here on
+stop.watch_launcher()  # and so is the launcher going away
+
+import yaml  # noqa: E402
+from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
+
+from infogan_dist.config import ConfigError, load_config  # noqa: E402
+from infogan_dist.data import ShardError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,14 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    from infogan_dist import runlock
     from infogan_dist.checkpoint import CheckpointError
     from infogan_dist.trainer import Trainer
 
+    lock = None
     try:
+        if int(os.environ.get("RANK", "0")) == 0:  # the main process holds the run lock
+            lock, warnings = runlock.acquire(cfg.run_dir)
+            for w in warnings:
+                print(f"warning: {w}", file=sys.stderr, flush=True)
+        # ShardError: a bad image or tar met while decoding (memory mode, at start) or
+        # streaming (stream mode, any step); one line naming shard and member.
         Trainer(cfg, index).fit()
-    except CheckpointError as e:
+    except (CheckpointError, ShardError, runlock.RunLockError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
 
 
