@@ -16,8 +16,10 @@ Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config o
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 
 from infogan_dist import stop  # first: it notes the launcher's pid before torch loads
 
@@ -41,6 +43,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer")  # gloo's words
+
+
+def record_for_launcher(message: str) -> None:
+    """Write our one-line error where torchrun looks for a worker's error
+    ($TORCHELASTIC_ERROR_FILE, in the format of torch's ErrorHandler.record_exception),
+    so its failure summary shows the line instead of "error_file: <N/A>"."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        data = {"message": {"message": message, "extraInfo": {
+            "py_callstack": message, "timestamp": str(int(time.time()))}}}
+        with open(path, "w") as f:
+            json.dump(data, f)
+
+
 @record  # torchrun prints this rank's traceback in its failure summary
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -54,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         index = preflight(cfg)
     except (ConfigError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        record_for_launcher(f"{type(e).__name__}: {e}")
         return 2
     from infogan_dist import runlock
     from infogan_dist.checkpoint import CheckpointError
@@ -70,7 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         Trainer(cfg, index).fit()
     except (CheckpointError, ShardError, runlock.RunLockError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        record_for_launcher(f"{type(e).__name__}: {e}")
         return 2
+    except RuntimeError as e:
+        if not any(s in str(e) for s in PEER_GONE):
+            raise
+        # Another rank ended (its own error, e.g. a bad shard, is printed above) while
+        # this one waited in a collective: one line, not a second traceback.
+        text = " ".join(str(e).split())
+        gone = text[min(text.find(s) for s in PEER_GONE if s in text):].split(". ")[0]
+        print(f"error: rank {os.environ.get('RANK', '0')}: another rank ended while this one "
+              f"waited for it (gloo: {gone}); the cause is that rank's error",
+              file=sys.stderr, flush=True)
+        return 1
     finally:
         if lock is not None:
             lock.release()

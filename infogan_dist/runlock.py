@@ -104,6 +104,7 @@ class RunLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.held = False
+        self._created_dir = False
         proc = psutil.Process()
         self.info = {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": proc.pid,
                      "pid_start": proc.create_time(), "started": _when(time.time()),
@@ -137,6 +138,7 @@ class RunLock:
     # --- acquire / release -------------------------------------------------------------
     def acquire(self) -> list[str]:
         """Take the lock or raise RunLockError. Returns warnings (a stale lock taken over)."""
+        self._created_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         warnings: list[str] = []
         for _ in range(20):  # each pass ends in success, a refusal, or a lost race
@@ -213,6 +215,11 @@ class RunLock:
         current = _read(self.path)
         if current and current.get("token") == self.token:
             self.path.unlink(missing_ok=True)
+        if self._created_dir:  # a run that failed before writing anything leaves no trace
+            try:
+                self.run_dir.rmdir()
+            except OSError:
+                pass  # not empty: the run wrote its files
         atexit.unregister(self.release)
 
 
