@@ -20,7 +20,8 @@ When the launcher dies. Neither launcher guarantees its workers go with it: the 
 launcher of a one-process `accelerate launch` dies of SIGTERM without passing it on, and
 torchrun starts each worker in its own session, so a SIGKILL of torchrun (or of its
 process group) reaches no worker. Either way the worker is reparented and would train on
-alone. `watch_launcher()` makes it stop by itself, by two means:
+alone. `watch_launcher()` makes a worker started by a launcher (not a plain
+`python train.py`) stop by itself, by two means:
 
 - `prctl(PR_SET_PDEATHSIG, SIGTERM)`: the kernel sends SIGTERM the moment the parent
   *thread* that forked us exits. Under both launchers that thread is the launcher's main
@@ -58,6 +59,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 POLL_S = 1.0  # how often the watchdog looks for a new parent
 ORPHAN_GRACE_S = 120.0  # launcher gone this long and still alive: exit 1 without a checkpoint
 PR_SET_PDEATHSIG = 1
+LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_USE_CPU")
 
 _PARENT_AT_IMPORT = os.getppid()
 _pending: str | None = None  # a request made before the Trainer built its StopRequest
@@ -141,9 +143,18 @@ def _watch(parent: int, poll_s: float, grace_s: float) -> None:
     os._exit(1)
 
 
+def under_launcher() -> bool:
+    """Started by `accelerate launch` (either launcher sets ACCELERATE_*) or torchrun."""
+    return any(k in os.environ for k in LAUNCHER_ENV)
+
+
 def watch_launcher(poll_s: float = POLL_S, grace_s: float = ORPHAN_GRACE_S) -> None:
-    """Stop (SIGTERM to ourselves) when the process that started us goes away. Call once,
-    from the main thread, after `install()`; the parent is the one seen at import."""
+    """Stop (SIGTERM to ourselves) when the launcher that started us goes away. Call once,
+    from the main thread, after `install()`; the parent is the one seen at import. A plain
+    `python train.py` has no launcher: its parent is a shell, which may well exit first
+    (`nohup python train.py &`), so nothing is watched then."""
+    if not under_launcher():
+        return
     _set_pdeathsig(signal.SIGTERM)
     threading.Thread(target=_watch, args=(_PARENT_AT_IMPORT, poll_s, grace_s),
                      name="launcher-watchdog", daemon=True).start()
