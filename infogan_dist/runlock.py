@@ -205,8 +205,9 @@ class RunLock:
                       file=sys.stderr, flush=True)
 
     def release(self) -> None:
-        """Remove the lock if it is still ours. Safe to call twice."""
-        if not self.held:
+        """Remove the lock if it is still ours. Safe to call twice; a no-op in a forked
+        child (a decode or DataLoader worker inherits this object and atexit)."""
+        if not self.held or os.getpid() != self.info["pid"]:
             return
         self.held = False
         self._stop.set()
