@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-PEER_GONE = ("Connection closed by peer", "Connection reset by peer")  # gloo's words
+# gloo's words when the other end of a collective went away (compared in lower case)
+PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe")
 
 
 def record_for_launcher(message: str) -> None:
@@ -91,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         record_for_launcher(f"{type(e).__name__}: {e}")
         return 2
     except RuntimeError as e:
-        if not any(s in str(e) for s in PEER_GONE):
+        text = " ".join(str(e).split())
+        if not any(s in text.lower() for s in PEER_GONE):
             raise
         # Another rank ended (its own error, e.g. a bad shard, is printed above) while
         # this one waited in a collective: one line, not a second traceback.
-        text = " ".join(str(e).split())
-        gone = text[min(text.find(s) for s in PEER_GONE if s in text):].split(". ")[0]
+        gone = text[min(text.lower().find(s) for s in PEER_GONE if s in text.lower()):]
+        gone = gone.split(". ")[0]
         print(f"error: rank {os.environ.get('RANK', '0')}: another rank ended while this one "
               f"waited for it (gloo: {gone}); the cause is that rank's error",
               file=sys.stderr, flush=True)
