@@ -17,14 +17,22 @@ Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config o
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 from pathlib import Path
 
-import yaml
-from torch.distributed.elastic.multiprocessing.errors import record
+from infogan_dist import stop  # first: it notes the launcher's pid before torch loads
 
-from infogan_dist.config import ConfigError, load_config
-from infogan_dist.data import ShardError
+stop.install()  # SIGTERM/SIGINT/SIGUSR1 are stop requests from here on
+stop.watch_launcher()  # and so is the launcher going away
+
+import yaml  # noqa: E402
+from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
+
+from infogan_dist.config import ConfigError, load_config  # noqa: E402
+from infogan_dist.data import ShardError  # noqa: E402
 
 DEFAULT_CONFIG = "configs/fashion_mnist.yaml"
 # What makes the default recipe's data, for the one-line error when it is missing.
@@ -41,6 +49,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")
     return p.parse_args(argv)
+
+
+# gloo's words when the other end of a collective went away (compared in lower case)
+PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe")
+
+
+def record_for_launcher(message: str) -> None:
+    """Write our one-line error where torchrun looks for a worker's error
+    ($TORCHELASTIC_ERROR_FILE, in the format of torch's ErrorHandler.record_exception),
+    so its failure summary shows the line instead of "error_file: <N/A>"."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        data = {"message": {"message": message, "extraInfo": {
+            "py_callstack": message, "timestamp": str(int(time.time()))}}}
+        with open(path, "w") as f:
+            json.dump(data, f)
 
 
 @record  # torchrun prints this rank's traceback in its failure summary
@@ -63,15 +87,40 @@ def main(argv: list[str] | None = None) -> int:
         index = preflight(cfg)
     except (ConfigError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        record_for_launcher(f"{type(e).__name__}: {e}")
         return 2
+    from infogan_dist import runlock
     from infogan_dist.checkpoint import CheckpointError
     from infogan_dist.trainer import Trainer
 
+    lock = None
     try:
+        if int(os.environ.get("RANK", "0")) == 0:  # the main process holds the run lock
+            lock, warnings = runlock.acquire(cfg.run_dir)
+            for w in warnings:
+                print(f"warning: {w}", file=sys.stderr, flush=True)
+        # ShardError: a bad image or tar met while decoding (memory mode, at start) or
+        # streaming (stream mode, any step); one line naming shard and member.
         Trainer(cfg, index).fit()
-    except (CheckpointError, ShardError) as e:  # e.g. a shard that turns bad mid-run
+    except (CheckpointError, ShardError, runlock.RunLockError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        record_for_launcher(f"{type(e).__name__}: {e}")
         return 2
+    except RuntimeError as e:
+        text = " ".join(str(e).split())
+        if not any(s in text.lower() for s in PEER_GONE):
+            raise
+        # Another rank ended (its own error, e.g. a bad shard, is printed above) while
+        # this one waited in a collective: one line, not a second traceback.
+        gone = text[min(text.lower().find(s) for s in PEER_GONE if s in text.lower()):]
+        gone = gone.split(". ")[0]
+        print(f"error: rank {os.environ.get('RANK', '0')}: another rank ended while this one "
+              f"waited for it (gloo: {gone}); the cause is that rank's error",
+              file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
 
 

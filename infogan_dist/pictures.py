@@ -4,6 +4,7 @@ draw them alone."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -56,13 +57,24 @@ def traversal_grid(
     return _render(G, space, latent)
 
 
+def save_png(images: torch.Tensor, path: Path, nrow: int = 10) -> None:
+    """A grid PNG, written to a temporary file beside `path` and renamed over it, so an
+    interrupted run (a signal, a kill) never leaves a partial picture under the real name."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_image(images, tmp, nrow=nrow, padding=1, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_pictures(G: nn.Module, space: LatentSpace, seed: int, out: Path) -> list[Path]:
     """`out` (categories x noise) and `out-<code>.png` per continuous code."""
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out]
-    save_image(category_grid(G, space, seed), out, nrow=10, padding=1)
+    save_png(category_grid(G, space, seed), out)
     for j, name in enumerate(space.cont_names):
         path = out.with_name(f"{out.stem}-{name}.png")
-        save_image(traversal_grid(G, space, j, seed), path, nrow=10, padding=1)
+        save_png(traversal_grid(G, space, j, seed), path)
         paths.append(path)
     return paths

@@ -10,6 +10,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .data import ShardIndex, read_index, remote
+from .data.shards import INDEX_NAME
 from .data.stream import check_split
 from .models import check_shape
 
@@ -19,8 +20,25 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def check_not_a_file(key: str, spec: str) -> None:
+    """ConfigError if a shards setting names a plain file (not a .tar pattern or an
+    index.json): read_index would only say that no such directory exists."""
+    if os.path.isfile(spec) and not spec.endswith((".tar", INDEX_NAME)):
+        parent = os.path.dirname(spec) or "."
+        hint = (f", e.g. {key}={parent}" if os.path.isfile(os.path.join(parent, INDEX_NAME))
+                else f"; make one with `infogan prepare-data --out DIR ...` from {spec}")
+        raise ConfigError(
+            f"{key}={spec} is a file, not a shard directory; pass the directory that "
+            f"`infogan prepare-data --out DIR` wrote (it holds {INDEX_NAME} and "
+            f"shard-*.tar){hint}"
+        )
+
+
 def preflight(cfg: Config) -> ShardIndex:
     cfg.check_world_size(launched_world_size())
+    check_not_a_file("data.shards", str(cfg.data.shards))
+    if cfg.data.eval_shards:
+        check_not_a_file("data.eval_shards", str(cfg.data.eval_shards))
     if cfg.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError(
             "train.precision=fp16 needs a CUDA GPU (on a CPU Accelerate would silently train "

@@ -99,6 +99,12 @@ def build_latents(
 ) -> tuple[Latent, int]:
     """(latents, images per grid row)."""
     parsed = [parse_fix(f, space) for f in fixes]
+    seen: dict[tuple[str, int], str] = {}
+    for text, (kind, i, _) in zip(fixes, parsed, strict=True):
+        if (kind, i) in seen:
+            raise ValueError(f"--fix {text}: {_split(text, '--fix', 'c1=3')[0]} is already "
+                             f"fixed by --fix {seen[kind, i]}; give each code once")
+        seen[kind, i] = text
     gen = keyed_generator(seed, SAMPLE_KEY)
     if sweep is None:
         latent = space.sample(n, gen)
@@ -135,8 +141,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output image (.png, .jpg)")
     p.add_argument("--fix", action="append", default=[], metavar="CODE=VALUE",
                    help="fix a code for every image: c1=3 (class) or c2=0.5 (value); repeatable")
-    p.add_argument("--sweep", default=None, metavar="CODE=A:B:STEPS",
-                   help="sweep a continuous code over the columns, e.g. c2=-2:2:10")
+    p.add_argument("--sweep", action="append", default=[], metavar="CODE=A:B:STEPS",
+                   help="sweep a continuous code over the columns, e.g. c2=-2:2:10 (once)")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--nrow", type=int, default=None,
                    help="images per row (default: ceil(sqrt(n)); STEPS with --sweep)")
@@ -153,9 +159,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.nrow is not None and args.nrow < 1:
         raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
+    if len(args.sweep) > 1:
+        raise ValueError(f"--sweep given {len(args.sweep)} times ({', '.join(args.sweep)}); "
+                         "a grid sweeps one code: give --sweep once")
+    sweep = args.sweep[0] if args.sweep else None
     loaded = load_for_inference(args.checkpoint, with_d=False, device=pick_device(args.device))
     seed = loaded.cfg.run.seed if args.seed is None else args.seed
-    latent, nrow = build_latents(loaded.space, args.n, seed, args.fix, args.sweep)
+    latent, nrow = build_latents(loaded.space, args.n, seed, args.fix, sweep)
     images = _render(loaded.G, loaded.space, latent)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, out, nrow=args.nrow or nrow, padding=1)

@@ -1,50 +1,104 @@
-"""Stop requests: SIGTERM / SIGUSR1 to any rank, or a STOP file in the run directory.
+"""Stop requests: SIGTERM / SIGINT / SIGUSR1 to any rank, a STOP file in the run directory,
+or the launcher going away.
 
 A handler only sets a flag; the training loop asks every rank once per step
 (`dist.agree`), so all ranks stop after the same step, save a checkpoint there and exit
-0. The launcher (torchrun, under `accelerate launch` with several processes) forwards
-SIGTERM to the workers; it forwards SIGUSR1 only when its signal list includes it.
-torch 2.14's launcher takes that list from `--signals-to-handle`, default
+0. SIGINT (Ctrl-C) is a stop request like SIGTERM: no KeyboardInterrupt, no traceback.
+`install()` (train.py, first thing) takes the signals over before anything slow starts, so
+a request made while the trainer is still starting is kept and acted on after step 1.
+
+The launcher (torchrun, under `accelerate launch` with several processes) forwards
+SIGTERM and SIGINT to the workers; it forwards SIGUSR1 only when its signal list includes
+it. torch 2.14's launcher takes that list from `--signals-to-handle`, default
 $PET_SIGNALS_TO_HANDLE, and overwrites TORCHELASTIC_SIGNALS_TO_HANDLE with it, so set
 PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 (older torch read
-TORCHELASTIC_SIGNALS_TO_HANDLE; setting both is harmless). Without it, SIGUSR1 kills the
-launcher and leaves the workers training. After forwarding a signal the launcher exits 1
-(torchrun re-raises it) although the workers stopped cleanly and exited 0. Slurm's batch
-shell uses the STOP file instead.
+TORCHELASTIC_SIGNALS_TO_HANDLE; setting both is harmless). After forwarding a signal the
+launcher exits 1 (torchrun re-raises it) although the workers stopped cleanly and exited
+0. Slurm's batch shell uses the STOP file instead.
+
+When the launcher dies. Neither launcher guarantees its workers go with it: the simple
+launcher of a one-process `accelerate launch` dies of SIGTERM without passing it on, and
+torchrun starts each worker in its own session, so a SIGKILL of torchrun (or of its
+process group) reaches no worker. Either way the worker is reparented and would train on
+alone. `watch_launcher()` makes a worker started by a launcher (not a plain
+`python train.py`) stop by itself, by two means:
+
+- `prctl(PR_SET_PDEATHSIG, SIGTERM)`: the kernel sends SIGTERM the moment the parent
+  *thread* that forked us exits. Under both launchers that thread is the launcher's main
+  thread (`subprocess.Popen` in `simple_launcher`, and in torchrun's agent loop), which
+  lives as long as the launcher, so the signal means "the launcher is gone" and arrives
+  at once. Linux only.
+- a daemon thread that polls `os.getppid()` every POLL_S seconds and, when the parent
+  changed (we were reparented), sends this process SIGTERM. It covers what PDEATHSIG
+  cannot: a parent that died before the prctl call (the parent pid is read when this
+  module is imported, before torch), a parent that spawned us from a short-lived thread
+  (PDEATHSIG would not mean "launcher gone" there, the poll does), and other systems.
+
+Both end in the ordinary SIGTERM path: the ranks agree, save a checkpoint at the step
+reached and exit 0 (after a SIGKILL of torchrun every worker gets its SIGTERM, so they
+can still agree). If they cannot agree (another rank is gone too), the next collective
+times out after dist.timeout_s and the process exits 1. As a last resort the watchdog
+ends the process (exit 1) ORPHAN_GRACE_S seconds after the launcher went away, so no
+orphan keeps writing into the run directory.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+import psutil
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+POLL_S = 1.0  # how often the watchdog looks for a new parent
+ORPHAN_GRACE_S = 120.0  # launcher gone this long and still alive: exit 1 without a checkpoint
+PR_SET_PDEATHSIG = 1
+LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_USE_CPU")
+
+_PARENT_AT_IMPORT = os.getppid()
+_pending: str | None = None  # a request made before the Trainer built its StopRequest
+_current: StopRequest | None = None
 
 
 def _process_start_time() -> float:
     """Wall-clock start of this process (a STOP file written after it is a live request)."""
     try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        return psutil.Process().create_time()
+    except psutil.Error:
         return time.time()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    global _pending
+    name = signal.Signals(signum).name
+    if _current is not None:
+        if _current.reason is None:
+            _current.reason = name
+    elif _pending is None:
+        _pending = name
+
+
+def install() -> None:
+    """Turn the stop signals into a request from now on (main thread only)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_signal)
 
 
 class StopRequest:
     def __init__(self, stop_file: Path, is_main: bool):
+        global _current, _pending
         self.stop_file = stop_file
         self.is_main = is_main
-        self.reason: str | None = None
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.reason = signal.Signals(signum).name
+        self.reason: str | None = _pending
+        _pending = None
+        _current = self
+        install()
 
     def local(self) -> bool:
         """This rank's view; the loop combines all ranks' views."""
@@ -62,3 +116,45 @@ class StopRequest:
         if self.is_main and self.stop_file.exists():
             if self.stop_file.stat().st_mtime < _process_start_time() - 1:
                 self.stop_file.unlink(missing_ok=True)
+
+
+# --- the launcher going away ------------------------------------------------------------
+
+def _set_pdeathsig(sig: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch(parent: int, poll_s: float, grace_s: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    print(f"warning: the launcher (pid {parent}) is gone; stopping at the next step "
+          f"(exit without a checkpoint in {grace_s:.0f} s if the ranks cannot agree)",
+          file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace_s)
+    print(f"error: still running {grace_s:.0f} s after the launcher (pid {parent}) went "
+          "away; exiting without a checkpoint", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def under_launcher() -> bool:
+    """Started by `accelerate launch` (either launcher sets ACCELERATE_*) or torchrun."""
+    return any(k in os.environ for k in LAUNCHER_ENV)
+
+
+def watch_launcher(poll_s: float = POLL_S, grace_s: float = ORPHAN_GRACE_S) -> None:
+    """Stop (SIGTERM to ourselves) when the launcher that started us goes away. Call once,
+    from the main thread, after `install()`; the parent is the one seen at import. A plain
+    `python train.py` has no launcher: its parent is a shell, which may well exit first
+    (`nohup python train.py &`), so nothing is watched then."""
+    if not under_launcher():
+        return
+    _set_pdeathsig(signal.SIGTERM)
+    threading.Thread(target=_watch, args=(_PARENT_AT_IMPORT, poll_s, grace_s),
+                     name="launcher-watchdog", daemon=True).start()

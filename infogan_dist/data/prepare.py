@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -33,6 +34,9 @@ IDX_IMAGES, IDX_LABELS = 2051, 2049  # magic numbers of ubyte IDX with 3 and 1 d
 TORCHVISION = ("MNIST", "FashionMNIST", "CIFAR10", "SVHN", "CelebA")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+# A folder image larger than this is refused from its header, before decoding (PIL's own
+# default Image.MAX_IMAGE_PIXELS, fixed here so that no other setting of it matters).
+MAX_FOLDER_PIXELS = 89_478_485
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -207,22 +211,45 @@ def _from_folder(root: str, size: int | None, limit: int | None):
     def opened(load: bool) -> Iterator[Image.Image]:
         for p, _ in files:
             try:
-                with Image.open(p) as im:
-                    if load:
-                        im.load()  # here, so a broken file is reported by name
-                    yield im
+                # The size comes from the header; refuse a huge one before decoding it.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    im = Image.open(p)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise ValueError(f"image file {p}: refused before decoding, a decompression "
+                                 f"bomb? ({' '.join(str(e).split())}); remove it or shrink "
+                                 "it") from None
             except (OSError, ValueError) as e:
                 raise ValueError(f"image file {p}: cannot read it ({e})") from None
+            with im:
+                w, h = im.size
+                if w * h > MAX_FOLDER_PIXELS:
+                    raise ValueError(
+                        f"image file {p}: {w}x{h} is {w * h} pixels, over the limit of "
+                        f"{MAX_FOLDER_PIXELS} (a decompression bomb?); refused before "
+                        "decoding; remove it or shrink it")
+                if load:
+                    try:
+                        im.load()  # here, so a broken file is reported by name
+                    except (OSError, ValueError) as e:
+                        raise ValueError(f"image file {p}: cannot read it ({e})") from None
+                yield im
 
-    sizes, modes = {}, set()
+    sizes, modes = {}, {}
     for (p, _), im in zip(files, opened(False), strict=True):  # headers only: PIL opens lazily
         sizes.setdefault(im.size, p)
-        modes.add(im.mode)
+        modes.setdefault(im.mode, []).append(p)
     if size is None and len(sizes) > 1:
         (a, pa), (b, pb) = list(sizes.items())[:2]
         raise ValueError(f"images differ in size ({pa}: {a[0]}x{a[1]}, {pb}: {b[0]}x{b[1]}); "
                          "pass --size N to resize and center-crop them to N x N")
-    mode = "L" if modes <= GRAY_MODES else "RGB"
+    mode = "L" if set(modes) <= GRAY_MODES else "RGB"
+    gray = [p for m, ps in modes.items() if m in GRAY_MODES for p in ps]
+    if mode == "RGB" and gray:
+        # Documented policy (README, "What happens when..."): a folder with any color
+        # image is written as RGB; grayscale images get their channel repeated, and we say so.
+        print(f"note: {len(gray)} of {len(files)} images are grayscale (e.g. {gray[0]}); all "
+              "are written as RGB, grayscale repeated in the three channels", flush=True)
     images = _to_array(opened(True), len(files), mode, size)
     labels = np.array([i for _, i in files], dtype=np.int64) if classes else None
     return images, labels, (len(classes) if classes else None)

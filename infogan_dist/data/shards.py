@@ -19,6 +19,7 @@ import mmap
 import multiprocessing
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -186,18 +187,45 @@ def _check_remote_shards(urls: list[str], sizes: list[int] | None) -> None:
 
 
 def _decode_image(data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
-    """Image bytes -> uint8 CHW of exactly `shape`; PIL may use only its PNG/JPEG plugins."""
+    """Image bytes -> uint8 CHW of exactly `shape`; PIL may use only its PNG/JPEG plugins.
+
+    Size and mode are checked from the header, before any pixel is decoded: an image of
+    another size (a 12000x12000 "decompression bomb" too) or another mode (an RGB image
+    among grayscale ones) is refused, never resized or converted."""
+    c, h, w = shape
+    mode = "L" if c == 1 else "RGB"
+    fix = f"{_FIX} (it writes every image as {w}x{h} {mode})"
     try:
-        with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
-            mode = "L" if shape[0] == 1 else "RGB"
-            arr = np.asarray(img if img.mode == mode else img.convert(mode))
-    except Exception as e:  # PIL raises many types for bad data
-        raise ShardError(f"{where}: cannot decode image ({_one_line(e)}); {_FIX}") from None
+        # PIL warns above Image.MAX_IMAGE_PIXELS and raises above twice that; both are
+        # refusals here, whatever the process-wide limit is set to.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ShardError(f"{where}: refused before decoding, a decompression bomb? "
+                         f"({_one_line(e)}); the index says {w}x{h}; {fix}") from None
+    except Image.UnidentifiedImageError:
+        raise ShardError(f"{where}: cannot decode image: not a readable PNG or JPEG "
+                         f"({len(data)} bytes); {fix}") from None
+    except Exception as e:  # PIL raises many types for a damaged header
+        raise ShardError(f"{where}: cannot decode image ({_one_line(e)}); {fix}") from None
+    with img:
+        if img.size != (w, h) or img.mode != mode:
+            got = [len(img.getbands()), img.size[1], img.size[0]]
+            raise ShardError(
+                f"{where}: image shape {got} differs from the index's image_shape "
+                f"{list(shape)} (a {img.size[0]}x{img.size[1]} {img.mode} image where "
+                f"{w}x{h} {mode} is expected; refused before decoding); {fix}"
+            )
+        try:
+            arr = np.asarray(img)  # decodes the pixels
+        except Exception as e:  # truncated or damaged pixel data
+            raise ShardError(f"{where}: cannot decode image ({_one_line(e)}); {fix}") from None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    if arr.shape != tuple(shape):
+    if arr.shape != tuple(shape):  # the header said otherwise: a damaged file
         raise ShardError(
             f"{where}: image shape {list(arr.shape)} differs from the index's "
-            f"image_shape {list(shape)}; {_FIX}"
+            f"image_shape {list(shape)}; {fix}"
         )
     return arr
 
@@ -282,6 +310,8 @@ def _tar_members(path: str, size: int | None = None, sha256: str | None = None
             if sha256 is not None:
                 _check_sha256(path, hashlib.sha256(buf).hexdigest(), sha256)
             layout = _plain_tar_layout(buf, path)
+            if layout == []:
+                raise ShardError(f"shard {path}: an empty tar (no members); {_FIX}")
             if layout is not None:
                 for name, start, size in layout:
                     yield {"fname": name, "data": buf[start : start + size], "__url__": path}

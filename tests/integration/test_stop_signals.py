@@ -271,3 +271,150 @@ def test_stop_file(shards, tmp_path):
     S = check_stopped(seg, {f"stop file {tmp_path / 'stop' / 'STOP'}"})
     assert seg["rc"] == 0, seg["log"][-3000:]
     finish(shards, tmp_path, S)
+
+
+# --- issue 12: SIGINT, and a launcher that goes away ---------------------------------------
+# Launcher exit status (accelerate 1.15, torch 2.14, observed and asserted below):
+# - one process (launch/cpu.yaml, the simple launcher, same process group as the trainer):
+#   SIGINT to the group: the launcher dies of the KeyboardInterrupt raised in its
+#   Popen.wait(): status -SIGINT (130 in a shell), with that traceback; the trainer stops
+#   with a checkpoint and exits 0. SIGTERM to the launcher: it dies of it at once
+#   (-SIGTERM, 143 in a shell) without passing it on; the trainer notices its launcher is
+#   gone (stop.watch_launcher) and stops the same way.
+# - two processes (torchrun, workers in their own sessions): SIGINT to the launcher's
+#   group reaches torchrun only; it forwards SIGINT, the workers stop and exit 0, it exits 1
+#   (SignalException). SIGKILL of torchrun: -SIGKILL; the workers notice and stop by
+#   themselves, with a checkpoint (they can still agree).
+
+ORPHAN_BOUND_S = 120  # launcher gone -> every worker gone, at most (generous)
+
+# Like WRAPPER, and each worker's own output goes to rank<R>.log, apart from the launcher's.
+LOGGING_WRAPPER = """\
+import os, runpy, sys
+rank = os.environ.get("RANK", "0")
+log = os.open(os.path.join(os.environ["INFOGAN_EXIT_DIR"], "rank" + rank + ".log"),
+              os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+os.dup2(log, 1)
+os.dup2(log, 2)
+sys.path.insert(0, {root!r})
+sys.argv[0] = {train!r}
+code = "exception"
+try:
+    runpy.run_path({train!r}, run_name="__main__")
+    code = 0
+except SystemExit as e:
+    code = 0 if e.code is None else e.code
+    raise
+finally:
+    with open(os.path.join(os.environ["INFOGAN_EXIT_DIR"], "rank" + rank), "w") as f:
+        f.write(str(code))
+"""
+
+
+def wait_gone(procs: list[psutil.Process], bound: float) -> float:
+    """Polls until none of `procs` is alive (zombies count as gone); returns the seconds."""
+    start = time.monotonic()
+    while True:
+        alive = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p.pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive:
+            return time.monotonic() - start
+        assert time.monotonic() - start < bound, f"processes {alive} still running {bound} s " \
+                                                 "after their launcher went away"
+        time.sleep(0.1)
+
+
+def signal_run(shards: Path, launch: str, out: Path, how: str, sig: signal.Signals,
+               world: int) -> dict:
+    """A fresh run with pictures at the stop; once it trained a step, `how`: "group"
+    (sig to the launcher's process group, like Ctrl-C in a terminal) or "launcher" (sig to
+    the launcher alone). Waits until the launcher and every process of the run are gone."""
+    run = out / "stop"
+    seg = out / f"segment-{how}-{sig.name}"
+    seg.mkdir()
+    wrapper = seg / "worker.py"
+    wrapper.write_text(LOGGING_WRAPPER.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    cmd = train_cmd(launch, SMOKE, *opts(shards, out, "train.max_steps=100000",
+                                         "checkpoint.every=100000"))
+    cmd[cmd.index(str(ROOT / "train.py"))] = str(wrapper)
+    env = signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
+    log = seg / "launcher.log"
+    with launched(cmd, env, log) as (proc, seen):
+        poll(lambda: last_step(run) >= 1, "a step", proc, log)
+        procs = psutil.Process(proc.pid).children(recursive=True)
+        assert len([p for p in procs if "worker.py" in " ".join(p.cmdline())]) == world
+        seen += procs
+        if how == "group":
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
+        rc = proc.wait(timeout=DEADLINE_S)
+        took = wait_gone(procs, ORPHAN_BOUND_S)
+    return {"rc": rc, "took": took, "run": run, "launcher": log.read_text(),
+            "exits": {int(p.name[4:]): p.read_text() for p in seg.glob("rank[0-9]")},
+            "ranks": {int(p.name[4:-4]): p.read_text() for p in seg.glob("rank*.log")}}
+
+
+def check_clean_stop(seg: dict, world: int, reasons: set[str]) -> int:
+    """Every worker exited 0 without a traceback after 'stopped (...) at step S'; step-S
+    is a complete checkpoint, metrics end at S, the pictures of S are whole PNGs."""
+    from PIL import Image
+
+    run, ranks = seg["run"], seg["ranks"]
+    assert seg["exits"] == {r: "0" for r in range(world)}, (seg["exits"], ranks)
+    for r, text in ranks.items():
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, f"rank {r}:\n{text}"
+    steps = [m["step"] for m in metrics(run)]
+    S = steps[-1]
+    assert steps == list(range(1, S + 1))  # and no row after the stop
+    said = [r for r in reasons if f"stopped ({r}) at step {S}" in ranks[0]]
+    assert said, f"no 'stopped (...) at step {S}' with a reason in {reasons}:\n{ranks[0]}"
+    ck = run / "checkpoints" / f"step-{S:08d}"
+    assert (ck / "COMPLETE").is_file()
+    assert json.loads((ck / "train_state.json").read_text())["step"] == S
+    pictures = sorted((run / "samples").glob(f"step-{S:08d}*.png"))
+    assert len(pictures) == 3, sorted((run / "samples").iterdir())  # categories, c2, c3
+    for p in pictures:
+        with Image.open(p) as im:
+            im.verify()  # a partial PNG fails here
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [p.name for p in pictures]
+    return S
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("launch,world", [("launch/cpu.yaml", 1), (LAUNCH, 2)],
+                         ids=["1-process", "2-process"])
+def test_sigint_to_the_process_group_stops_with_a_checkpoint(shards, tmp_path, launch, world):
+    seg = signal_run(shards, launch, tmp_path, "group", signal.SIGINT, world)
+    check_clean_stop(seg, world, {"SIGINT", "another rank"})
+    if world == 1:  # the simple launcher dies of the KeyboardInterrupt in its Popen.wait()
+        assert seg["rc"] == -signal.SIGINT, (seg["rc"], seg["launcher"][-3000:])
+        assert seg["launcher"].rstrip().endswith("KeyboardInterrupt")
+    else:  # torchrun forwarded SIGINT, then re-raised it
+        assert seg["rc"] == 1, (seg["rc"], seg["launcher"][-3000:])
+        assert "closing signal SIGINT" in seg["launcher"]
+        assert "SignalException: Process" in seg["launcher"]
+
+
+@pytest.mark.integration
+def test_sigterm_to_the_one_process_launcher_stops_the_trainer(shards, tmp_path):
+    """The simple launcher dies of SIGTERM without passing it on: the trainer notices
+    that its launcher is gone, stops with a checkpoint, and no process is left."""
+    seg = signal_run(shards, "launch/cpu.yaml", tmp_path, "launcher", signal.SIGTERM, 1)
+    assert seg["rc"] == -signal.SIGTERM
+    check_clean_stop(seg, 1, {"SIGTERM"})
+
+
+@pytest.mark.integration
+def test_workers_of_a_killed_torchrun_stop_by_themselves(shards, tmp_path):
+    """SIGKILL of torchrun reaches no worker (own sessions): they notice, agree, save a
+    checkpoint at the step reached and exit 0, within ORPHAN_BOUND_S."""
+    seg = signal_run(shards, LAUNCH, tmp_path, "launcher", signal.SIGKILL, 2)
+    assert seg["rc"] == -signal.SIGKILL
+    S = check_clean_stop(seg, 2, {"SIGTERM", "another rank"})
+    assert last_step(seg["run"]) == S  # nothing was written after the workers exited

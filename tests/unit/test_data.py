@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import tarfile
 from pathlib import Path
 
@@ -361,3 +362,111 @@ def test_open_source_and_to_float(tmp_path):
     assert stream.shuffle_buffer == 4 and stream.batch == 4
     x = to_float(torch.tensor([0, 255, 127], dtype=torch.uint8))
     assert x.dtype == torch.float32 and x[0] == -1 and x[1] == 1 and abs(x[2]) < 0.01
+
+
+# --- bad images are refused from the header, with one line (issue 12) ----------------------
+
+def big_png(width: int, height: int) -> bytes:
+    """A valid grayscale PNG of width x height zero pixels: small on disk (zlib squeezes
+    the zero rows), width x height bytes once decoded. 12000 x 12000 is PIL's
+    "decompression bomb" size (over Image.MAX_IMAGE_PIXELS)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    co, row = zlib.compressobj(9), b"\0" * (width + 1)  # filter byte 0 + the pixels
+    idat = b"".join(co.compress(row) for _ in range(height)) + co.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+def _png_of(mode: str, size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def replace_member(shard: Path, name: str, data: bytes) -> None:
+    """Rewrites `shard` with member `name` holding `data` (same order, same names)."""
+    with tarfile.open(shard) as tf:
+        members = [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()]
+    assert name in dict(members), f"{name} not in {shard}"
+    with tarfile.open(shard, "w") as tf:
+        for n, d in members:
+            _add(tf, n, data if n == name else d)
+
+
+BAD_IMAGES = {
+    # case: (member bytes, what the one-line error must say)
+    "rgb_among_gray": (lambda: _png_of("RGB", (2, 2)),
+                       r"image shape \[3, 2, 2\] differs .*a 2x2 RGB image where 2x2 L is "
+                       r"expected; refused before decoding"),
+    "other_size": (lambda: _png_of("L", (3, 2)),
+                   r"image shape \[1, 2, 3\] differs .*a 3x2 L image where 2x2 L"),
+    "not_an_image": (lambda: b"hello, I am text in a .png member\n",
+                     r"cannot decode image: not a readable PNG or JPEG \(34 bytes\)"),
+    "bomb": (lambda: big_png(12000, 12000),
+             r"refused before decoding, a decompression bomb\? \(DecompressionBombWarning: "
+             r"Image size \(144000000 pixels\) exceeds limit"),
+    "huge_bomb": (lambda: big_png(20000, 20000),
+                  r"refused before decoding, a decompression bomb\? \(DecompressionBombError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_IMAGES))
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_bad_image_is_one_line_naming_shard_and_member(tmp_path, case, mode):
+    data, message = BAD_IMAGES[case]
+    root = make_shards(tmp_path / "d", [4, 4])
+    replace_member(root / "shard-000001.tar", "00000006.png", data())
+    index = read_index(str(root))
+    with pytest.raises(ShardError) as e:
+        if mode == "memory":
+            decode_all(index)
+        else:
+            (source,) = _stream(index, 1, workers=0, global_batch=2)
+            _run_epoch([source])
+    text = str(e.value)
+    assert "\n" not in text and "Traceback" not in text
+    assert "shard-000001.tar: member 00000006.png: " in text, text
+    assert re.search(message, text), text
+    assert "rebuild the shards with `infogan prepare-data`" in text
+
+
+def test_a_bomb_is_refused_without_decoding_it(tmp_path):
+    """12000 x 12000 pixels would take 144 MB decoded: the peak memory of the process
+    that meets it grows by far less (the header is all that is read)."""
+    root = make_shards(tmp_path / "d", [4])
+    replace_member(root / "shard-000000.tar", "00000002.png", big_png(12000, 12000))
+    code = (
+        "import resource, sys\n"
+        "from infogan_dist.data import ShardError, decode_all, read_index\n"
+        f"index = read_index({str(root)!r})\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    decode_all(index)\n"
+        "except ShardError as e:\n"
+        "    print('refused:', e)\n"
+        "print('grew_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd=Path(__file__).parents[2])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "refused: " in r.stdout and "12000" not in r.stderr, r.stdout + r.stderr
+    grew_kb = int(r.stdout.split("grew_kb")[1])
+    assert grew_kb < 50_000, f"peak memory grew by {grew_kb} kB: the image was decoded"
+
+
+@pytest.mark.parametrize("what", ["zero_bytes", "end_marker_only"])
+def test_empty_tar_is_named(tmp_path, what):
+    root = make_shards(tmp_path / "d", [4, 4])
+    (root / "shard-000001.tar").write_bytes(b"" if what == "zero_bytes" else b"\0" * 10240)
+    with pytest.raises(ShardError, match=r"shard .*shard-000001.tar: (empty file|an empty tar)"):
+        decode_all(read_index(str(root)))

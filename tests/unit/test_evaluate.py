@@ -286,3 +286,22 @@ def test_curves_draws_one_panel_per_key(tmp_path):
     assert img.size == (560, 600)
     assert len(img.getcolors(1 << 16)) > 2  # drew more than a frame on white
     assert curves_main([str(tmp_path / "none.jsonl"), "--key", "mi/c1", "--out", str(out)]) == 2
+
+
+# --- issue 12: infogan sample refuses repeated codes ------------------------------------
+@pytest.mark.parametrize("args,msg", [
+    (["--fix", "c1=3", "--fix", "c1=4"], "--fix c1=4: c1 is already fixed by --fix c1=3; "
+                                         "give each code once"),
+    (["--fix", "c2=0.5", "--fix", "c2 = 0.5"], "--fix c2 = 0.5: c2 is already fixed by "
+                                               "--fix c2=0.5; give each code once"),
+    (["--sweep", "c2=-2:2:4", "--sweep", "c3=-1:1:4"],
+     "--sweep given 2 times (c2=-2:2:4, c3=-1:1:4); a grid sweeps one code: give --sweep once"),
+])
+def test_sample_refuses_a_code_given_twice(fake_checkpoint, tmp_path, capsys, args, msg):
+    path, _, _ = fake_checkpoint
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(path), "--out", str(out), "--n", "8",
+                 *args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"infogan sample: error: {msg}\n"
+    assert not out.exists()

@@ -185,3 +185,43 @@ def test_torchvision_fashion_mnist_test_split(tmp_path, capsys):
     images, labels = _decoded(tmp_path / "o")
     assert np.array_equal(images[:, 0], read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:500])
     assert np.array_equal(labels, read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:500])
+
+
+# --- issue 12: huge images and mixed modes in a folder ---------------------------------------
+
+@pytest.mark.parametrize("side", [12000, 20000])
+def test_folder_decompression_bomb_is_refused_from_its_header(tmp_path, capsys, side):
+    from tests.unit.test_data import big_png
+
+    _save(tmp_path / "src/a.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "src/b.png").write_bytes(big_png(side, side))
+    code, out, err = _run(["--out", tmp_path / "o", "--folder", tmp_path / "src",
+                           "--size", "8"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"image file {tmp_path / 'src/b.png'}: " in err
+    assert "refused before decoding" in err and "decompression bomb" in err
+    assert not (tmp_path / "o" / "index.json").exists()
+
+
+def test_folder_pixel_limit_holds_whatever_pil_allows(tmp_path, capsys, monkeypatch):
+    """Image.MAX_IMAGE_PIXELS = None (some code sets it) does not let a bomb through."""
+    from tests.unit.test_data import big_png
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/b.png").write_bytes(big_png(12000, 12000))
+    code, _, err = _run(["--out", tmp_path / "o", "--folder", tmp_path / "src",
+                         "--size", "8"], capsys)
+    assert code == 2 and f"12000x12000 is 144000000 pixels, over the limit of {89_478_485}" \
+        in err, err
+
+
+def test_folder_of_gray_and_color_says_it_writes_rgb(tmp_path, capsys):
+    """The documented policy: any color image makes the shards RGB; the grayscale ones are
+    converted (channel repeated), and prepare-data says so, naming one of them."""
+    _save(tmp_path / "src/a.png", np.full((4, 4), 7, np.uint8))
+    _save(tmp_path / "src/b.png", np.zeros((4, 4, 3), np.uint8))
+    code, out, _ = _run(["--out", tmp_path / "o", "--folder", tmp_path / "src"], capsys)
+    assert code == 0 and "(3x4x4, no labels)" in out
+    assert f"note: 1 of 2 images are grayscale (e.g. {tmp_path / 'src/a.png'}); all are " \
+           "written as RGB" in out
