@@ -14,6 +14,7 @@ it to torchrun's error file), and torchrun's ChildFailedError traceback, exit 1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -72,8 +73,18 @@ BAD = {
 
 
 def bad_copy(shards: Path, out: Path, case: str) -> Path:
+    """A copy whose shard-000001.tar is bad in the way `case` says, with index.json
+    re-written to match it (size, sha256): a consistent shard set that a buggy or hostile
+    writer made, so the integrity check passes and the decoding checks are what is tested
+    (a shard changed after its index is refused earlier: tests/unit/test_remote.py)."""
     shutil.copytree(shards, out)
     BAD[case][0](out / "shard-000001.tar")
+    index = json.loads((out / "index.json").read_text())
+    data = (out / "shard-000001.tar").read_bytes()
+    for entry in index["shards"]:
+        if entry["name"] == "shard-000001.tar":
+            entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (out / "index.json").write_text(json.dumps(index))
     return out
 
 
