@@ -296,6 +296,10 @@ def save_tensors(module: nn.Module, path: Path) -> None:
 
 
 # --- loading for inference (infogan eval / sample) ---------------------------------------
+GENERATOR_FILE, D_FILE = "generator.safetensors", "model_1.safetensors"
+EMA_GENERATOR_FILE = "generator_ema.safetensors"  # written by ema.EMA when model.ema_* is on
+
+
 @dataclass
 class Loaded:
     path: Path
@@ -305,9 +309,9 @@ class Loaded:
     D: nn.Module | None
     step: int | None
     image_shape: tuple[int, int, int]
+    generator_file: str = GENERATOR_FILE  # which G was loaded (EMA or raw)
 
 
-GENERATOR_FILE, D_FILE = "generator.safetensors", "model_1.safetensors"
 
 
 def _not_a_checkpoint(path: Path, missing: str) -> ValueError:
@@ -361,10 +365,12 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_for_inference(path: str | Path, with_d: bool = True,
-                       device: torch.device | str = "cpu") -> Loaded:
-    """G (generator.safetensors) [+ D (model_1.safetensors)] of a checkpoint directory,
-    built from what train_state.json says it holds, as plain modules in eval mode on
-    `device`. ValueError (one line) for anything missing or mismatched."""
+                       device: torch.device | str = "cpu", raw_generator: bool = False) -> Loaded:
+    """G [+ D (model_1.safetensors)] of a checkpoint directory, built from what
+    train_state.json says it holds, as plain modules in eval mode on `device`. G is the
+    EMA generator (generator_ema.safetensors) when the checkpoint has one and
+    `raw_generator` is False, else the trained G (generator.safetensors).
+    ValueError (one line) for anything missing or mismatched."""
     from .latent import LatentSpace
     from .models import build_models
 
@@ -374,7 +380,10 @@ def load_for_inference(path: str | Path, with_d: bool = True,
     shape, latent, model, step = read_holds(path)
     space = LatentSpace(latent)
     G, D = build_models(model, space.input_dim, space.q_dim, tuple(shape))
-    parts = [(G, GENERATOR_FILE)] + ([(D, D_FILE)] if with_d else [])
+    g_file = GENERATOR_FILE
+    if not raw_generator and (path / EMA_GENERATOR_FILE).is_file():
+        g_file = EMA_GENERATOR_FILE
+    parts = [(G, g_file)] + ([(D, D_FILE)] if with_d else [])
     for module, name in parts:
         state = _read_weights(path / name)
         own = module.state_dict()
@@ -386,4 +395,4 @@ def load_for_inference(path: str | Path, with_d: bool = True,
             )
         module.load_state_dict(state)
         module.to(device).eval()
-    return Loaded(path, cfg, space, G, D if with_d else None, step, tuple(shape))
+    return Loaded(path, cfg, space, G, D if with_d else None, step, tuple(shape), g_file)

@@ -75,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
     p.add_argument("--no-pictures", action="store_true",
                    help="do not write DIR/traversal*.png")
+    p.add_argument("--raw-generator", action="store_true",
+                   help="score the trained G (generator.safetensors), not its EMA "
+                        "(generator_ema.safetensors, the default when the checkpoint has one)")
     p.set_defaults(func=run)
 
 
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"the checkpoint's generator (model.arch={model.arch}) makes images of shape "
                 f"{shape}, not {list(images.shape[1:])} like {spec}; pass matching --data")
-    loaded = load_for_inference(path, with_d=True, device=device)
+    loaded = load_for_inference(path, with_d=True, device=device,
+                                raw_generator=args.raw_generator)
     assert loaded.D is not None
     codes = score_codes(loaded.G, loaded.D, loaded.space, images, labels, device,
                         args.batch, args.samples, num_labels)
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         pictures = [str(p) for p in save_pictures(loaded.G, loaded.space, cfg.run.seed,
                                                    path / "traversal.png")]
     report = {
-        "checkpoint": str(path), "step": loaded.step,
+        "checkpoint": str(path), "step": loaded.step, "generator": loaded.generator_file,
         "images": 0 if images is None else len(images),
         "data": spec if images is not None else None, "samples": args.samples,
         "device": str(device), "codes": codes, "pictures": pictures,
@@ -122,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
 def format_report(report: dict[str, Any], space: LatentSpace) -> str:
     lines = [
-        f"checkpoint {report['checkpoint']} (step {report['step']}) on {report['device']}",
+        f"checkpoint {report['checkpoint']} (step {report['step']}, {report['generator']}) "
+        f"on {report['device']}",
         f"{report['images']} labelled images from {report['data']}; "
         f"{report['samples']} fresh latents for MI / MSE",
         "",

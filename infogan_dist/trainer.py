@@ -44,6 +44,7 @@ from .checkpoint import (
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
 from .data.labelled import load_eval_data
+from .ema import EMA
 from .latent import LatentSpace
 from .models import build_models
 from .pictures import save_pictures
@@ -91,6 +92,9 @@ class Trainer:
         self.optimizers = dict(zip(opts, prepared[2:], strict=True))
         self.G_raw, self.D_raw = self.acc.unwrap_model(self.G), self.acc.unwrap_model(self.D)
         self.phases = rule.build_phases(cfg, self.space, self.optimizers)
+        # from the converted G: same module classes and state names (plain BN in eval)
+        self.ema = EMA(self.G_raw, cfg.model.ema_half_life_images, cfg.model.ema_rampup,
+                       cfg.train.global_batch_size)
 
         self.source = open_source(
             cfg.data, index, rank=self.rank, world_size=self.world_size,
@@ -108,6 +112,7 @@ class Trainer:
                 Part("config.yaml", lambda p: save_config(self.cfg, p)),
                 Part(STATE_FILE, lambda p: write_text_durably(
                     p, json.dumps(self.state.state_dict(), indent=1)), load=self._load_state),
+                *self.ema.parts(),
             ])
 
     # --- set-up --------------------------------------------------------------------
@@ -194,6 +199,7 @@ class Trainer:
             skipped += sum(int(o.step_was_skipped) for o in self.optimizers.values())
             self.state.step += 1
             self.state.images_seen += cfg.train.global_batch_size
+            self.ema.update(self.G_raw, self.state.images_seen)
             self.state.epoch = self.source.epoch
             self.tracker.add(stats)
             bar.update(1)
@@ -241,7 +247,7 @@ class Trainer:
     # --- checks, pictures, checkpoints -------------------------------------------------
     def _named_state(self, skip_bn_stats: bool) -> list[tuple[str, torch.Tensor]]:
         return list(ranks.state_tensors(
-            {"G": self.G_raw, "D": self.D_raw},
+            {"G": self.G_raw, "D": self.D_raw, **self.ema.models()},
             {k: o.optimizer for k, o in self.optimizers.items()}, skip_bn_stats=skip_bn_stats))
 
     def check_ranks(self) -> None:
@@ -276,6 +282,6 @@ class Trainer:
 
     def save_pictures(self, step: int) -> None:
         if self.acc.is_main_process:
-            paths = save_pictures(self.G_raw, self.space, self.cfg.run.seed,
+            paths = save_pictures(self.ema.sampler(self.G_raw), self.space, self.cfg.run.seed,
                                   self.run_dir / "samples" / f"step-{step:08d}.png")
             self.tracker.images(step, paths)

@@ -48,6 +48,10 @@ class DataConfig:
 class ModelConfig:
     arch: str = choice("infogan_mnist", "infogan_dist.models:MODELS")  # registry models.MODELS
     width: float = 1.0  # multiplies every hidden size; < 1 only for quick tests
+    # EMA of G's weights (infogan_dist/ema.py): half-life in images; 0 = off. When on,
+    # pictures, eval, sample and FID use the EMA generator unless told otherwise.
+    ema_half_life_images: float = 0.0
+    ema_rampup: float = 0.05  # half-life <= this x images seen (early steps); 0 = no ramp
 
 
 @dataclass
@@ -140,6 +144,9 @@ class Config:
                "a non-empty name without '/'")
         _check(self.data.num_workers >= 0, "data.num_workers", self.data.num_workers, ">= 0")
         _check(self.model.width > 0, "model.width", self.model.width, "> 0")
+        _check(self.model.ema_half_life_images >= 0, "model.ema_half_life_images",
+               self.model.ema_half_life_images, ">= 0 images (0 = off)")
+        _check(self.model.ema_rampup >= 0, "model.ema_rampup", self.model.ema_rampup, ">= 0")
         _check(self.latent.noise_dim >= 1, "latent.noise_dim", self.latent.noise_dim, ">= 1")
         _check(all(k >= 2 for k in self.latent.categorical), "latent.categorical",
                self.latent.categorical, "class counts >= 2")
