@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +217,7 @@ def write_cached(stats: FeatureStats, shards: str, identity: str, fallback: Path
                 raise ValueError(f"cannot write the FID cache to {primary} or {second}: "
                                  f"{e}") from None
             print(f"note: {primary.parent} is not writable ({type(e).__name__}); FID cache "
-                  f"goes to {second.parent}", flush=True)
+                  f"goes to {second.parent}", file=sys.stderr, flush=True)
             continue
         return path
     raise AssertionError("unreachable")
@@ -242,7 +243,7 @@ def real_stats(shards: str, feats: FeatureNet, batch: int, device: torch.device 
     if rank == 0:
         where = write_cached(stats, shards, feats.identity, fallback)
         print(f"FID: real statistics of {shards} ({len(images)} images) cached in {where}",
-              flush=True)
+              file=sys.stderr, flush=True)
     return stats
 
 

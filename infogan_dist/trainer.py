@@ -43,8 +43,9 @@ from .checkpoint import (
 )
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
-from .data.labelled import load_eval_data
+from .data.labelled import eval_shards, load_eval_data
 from .ema import EMA
+from .fid import FidEvaluator
 from .latent import LatentSpace
 from .models import build_models
 from .pictures import save_pictures
@@ -105,9 +106,16 @@ class Trainer:
         # full test set on a checkpoint).
         self.eval_data = (load_eval_data(cfg, limit=EVAL_IMAGES)
                           if cfg.log.eval_every and self.acc.is_main_process else None)
+        # FID/KID (metric "fid", all ranks): features and real statistics load on first use
+        self.fid = FidEvaluator(
+            cfg.eval.fid_data or eval_shards(cfg), cfg.eval.features, cfg.eval.inception_weights,
+            cfg.eval.fid_samples, cfg.eval.fid_batch, cfg.run.seed, self.device,
+            self.run_dir / "fid-cache") if cfg.eval.features else None
+        self.logged: tuple[int, dict[str, float]] = (-1, {})  # the last log step's values
         self.stop = StopRequest(self.run_dir / "STOP", self.acc.is_main_process)
         self.checkpoints = CheckpointManager(
-            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save, parts=[
+            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save,
+            metrics=lambda step: self.logged[1] if self.logged[0] == step else {}, parts=[
                 Part("generator.safetensors", lambda p: save_tensors(self.G_raw, p)),
                 Part("config.yaml", lambda p: save_config(self.cfg, p)),
                 Part(STATE_FILE, lambda p: write_text_durably(
@@ -131,7 +139,7 @@ class Trainer:
 
     def _load_state(self, path: Path) -> None:
         holds = TrainerState(image_shape=list(self.index.image_shape))
-        self.state.load_state_dict(read_state(path / STATE_FILE))
+        self.state.load_state_dict(read_state(path))
         if self.state.image_shape and self.state.image_shape != holds.image_shape:
             raise CheckpointError(
                 f"{path} holds a model of {self.state.image_shape} images, but data.shards="
@@ -230,17 +238,18 @@ class Trainer:
     def _log(self, step: int, last: bool, skipped: int, bar: tqdm) -> None:
         """At log steps (collective): metrics averaged over steps and ranks, evaluation."""
         cfg = self.cfg
-        evaluating = bool(cfg.log.eval_every) and step % cfg.log.eval_every == 0
-        if not (step % cfg.log.every == 0 or last or evaluating):
+        due = cfg.log.metrics_at(step)
+        if not (step % cfg.log.every == 0 or last or due):
             return
         extra = {"progress/epoch": float(self.state.epoch),
                  "progress/images_seen": float(self.state.images_seen)}
-        if evaluating:
-            extra |= self.evaluate()  # main process only; {} elsewhere
+        if due:
+            extra |= self.evaluate(due)
         if self.acc.scaler is not None:
             extra |= {"amp/scale": float(self.acc.scaler.get_scale()),
                       "amp/skipped_steps": float(skipped)}
         values = self.tracker.flush(step, extra)
+        self.logged = (step, values)
         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items()
                          if k.startswith(("loss/", "mi/c1"))})
 
@@ -260,17 +269,18 @@ class Trainer:
         self.check_ranks()
         self.state.data = gather_object([self.source.state_dict()])
 
-    def evaluate(self) -> dict[str, float]:
-        """Scores the codes against the labels (`eval/acc/c1`, ...); main process only,
-        no collective. The tracker writes them with the step's other metrics."""
-        if not self.acc.is_main_process:
-            return {}
-        images, labels = self.eval_data
+    def evaluate(self, names: list[str]) -> dict[str, float]:
+        """The metrics `names` (scores.METRICS): a collective one on every rank, the others
+        on the main process alone. The tracker writes the main process's values with the
+        step's other metrics."""
+        images, labels = self.eval_data or (None, None)
         inputs = EvalInputs(self.G_raw, self.D_raw, self.space, images, labels, self.device,
-                            EVAL_SAMPLES)
+                            EVAL_SAMPLES, sampler=self.ema.sampler(self.G_raw), fid=self.fid)
         out: dict[str, float] = {}
-        for name in self.cfg.log.eval_metrics:
-            out |= METRICS[name](inputs)
+        for name in names:
+            metric = METRICS[name]
+            if metric.collective or self.acc.is_main_process:
+                out |= metric.fn(inputs)
         return out
 
     def dump_state(self, out: Path) -> None:

@@ -112,9 +112,9 @@ def test_real_stats_are_cached_by_shards_and_weights(tiny_shards, tmp_path, caps
     first = fid.real_stats(tiny_shards, net, 16, "cpu", fallback)
     cached = list((tmp_path / "shards" / fid.CACHE_DIR).iterdir())
     assert len(cached) == 1 and cached[0].suffix == ".safetensors"  # no partial left
-    assert "cached in" in capsys.readouterr().out
+    assert "cached in" in capsys.readouterr().err
     again = fid.real_stats(tiny_shards, net, 16, "cpu", fallback)
-    assert "cached in" not in capsys.readouterr().out  # read, not recomputed
+    assert "cached in" not in capsys.readouterr().err  # read, not recomputed
     np.testing.assert_array_equal(first.sigma, again.sigma)
     # other weights: another key
     other = load_classifier(tiny_classifier(tmp_path, seed=1))
@@ -133,7 +133,7 @@ def test_unwritable_shard_directory_falls_back(tiny_shards, tmp_path, capsys):
     (tmp_path / "shards" / fid.CACHE_DIR).write_text("not a directory")
     fallback = tmp_path / "fallback"
     fid.real_stats(tiny_shards, net, 16, "cpu", fallback)
-    assert "is not writable" in capsys.readouterr().out
+    assert "is not writable" in capsys.readouterr().err
     assert len(list(fallback.glob("*.safetensors"))) == 1
     assert fid.read_cached(tiny_shards, net.identity, fallback) is not None
 
