@@ -8,7 +8,9 @@ Distributed design (README "How ranks stay in sync"):
 - DDP with find_unused_parameters (each phase uses one of D's heads) and
   broadcast_buffers off; BatchNorm statistics are global (CrossRankBatchNorm) under
   dist.batchnorm=sync, or per rank under `local` (running statistics drift, documented).
-- Sampling pictures uses the unwrapped G in eval mode on the main process: no collective.
+- Sampling pictures uses the unwrapped G (its EMA when model.ema_half_life_images > 0,
+  updated once per step after the phases: ema.py) in eval mode on the main process: no
+  collective. Metrics marked collective (FID: fid.py) run on every rank at the same steps.
 """
 
 from __future__ import annotations
