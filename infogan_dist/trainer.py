@@ -8,7 +8,9 @@ Distributed design (README "How ranks stay in sync"):
 - DDP with find_unused_parameters (each phase uses one of D's heads) and
   broadcast_buffers off; BatchNorm statistics are global (CrossRankBatchNorm) under
   dist.batchnorm=sync, or per rank under `local` (running statistics drift, documented).
-- Sampling pictures uses the unwrapped G in eval mode on the main process: no collective.
+- Sampling pictures uses the unwrapped G (its EMA when model.ema_half_life_images > 0,
+  updated once per step after the phases: ema.py) in eval mode on the main process: no
+  collective. Metrics marked collective (FID: fid.py) run on every rank at the same steps.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from .checkpoint import (
 )
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
-from .data.labelled import load_eval_data
+from .data.labelled import eval_shards, load_eval_data
+from .ema import EMA
+from .fid import FidEvaluator
 from .latent import LatentSpace
 from .models import build_models
 from .pictures import save_pictures
@@ -91,6 +95,9 @@ class Trainer:
         self.optimizers = dict(zip(opts, prepared[2:], strict=True))
         self.G_raw, self.D_raw = self.acc.unwrap_model(self.G), self.acc.unwrap_model(self.D)
         self.phases = rule.build_phases(cfg, self.space, self.optimizers)
+        # from the converted G: same module classes and state names (plain BN in eval)
+        self.ema = EMA(self.G_raw, cfg.model.ema_half_life_images, cfg.model.ema_rampup,
+                       cfg.train.global_batch_size)
 
         self.source = open_source(
             cfg.data, index, rank=self.rank, world_size=self.world_size,
@@ -101,13 +108,21 @@ class Trainer:
         # full test set on a checkpoint).
         self.eval_data = (load_eval_data(cfg, limit=EVAL_IMAGES)
                           if cfg.log.eval_every and self.acc.is_main_process else None)
+        # FID/KID (metric "fid", all ranks): features and real statistics load on first use
+        self.fid = FidEvaluator(
+            cfg.eval.fid_data or eval_shards(cfg), cfg.eval.features, cfg.eval.inception_weights,
+            cfg.eval.fid_samples, cfg.eval.fid_batch, cfg.run.seed, self.device,
+            self.run_dir / "fid-cache") if cfg.eval.features else None
+        self.logged: tuple[int, dict[str, float]] = (-1, {})  # the last log step's values
         self.stop = StopRequest(self.run_dir / "STOP", self.acc.is_main_process)
         self.checkpoints = CheckpointManager(
-            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save, parts=[
+            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save,
+            metrics=lambda step: self.logged[1] if self.logged[0] == step else {}, parts=[
                 Part("generator.safetensors", lambda p: save_tensors(self.G_raw, p)),
                 Part("config.yaml", lambda p: save_config(self.cfg, p)),
                 Part(STATE_FILE, lambda p: write_text_durably(
                     p, json.dumps(self.state.state_dict(), indent=1)), load=self._load_state),
+                *self.ema.parts(),
             ])
 
     # --- set-up --------------------------------------------------------------------
@@ -195,6 +210,7 @@ class Trainer:
             skipped += sum(int(o.step_was_skipped) for o in self.optimizers.values())
             self.state.step += 1
             self.state.images_seen += cfg.train.global_batch_size
+            self.ema.update(self.G_raw, self.state.images_seen)
             self.state.epoch = self.source.epoch
             self.tracker.add(stats)
             bar.update(1)
@@ -225,24 +241,25 @@ class Trainer:
     def _log(self, step: int, last: bool, skipped: int, bar: tqdm) -> None:
         """At log steps (collective): metrics averaged over steps and ranks, evaluation."""
         cfg = self.cfg
-        evaluating = bool(cfg.log.eval_every) and step % cfg.log.eval_every == 0
-        if not (step % cfg.log.every == 0 or last or evaluating):
+        due = cfg.log.metrics_at(step)
+        if not (step % cfg.log.every == 0 or last or due):
             return
         extra = {"progress/epoch": float(self.state.epoch),
                  "progress/images_seen": float(self.state.images_seen)}
-        if evaluating:
-            extra |= self.evaluate()  # main process only; {} elsewhere
+        if due:
+            extra |= self.evaluate(due)
         if self.acc.scaler is not None:
             extra |= {"amp/scale": float(self.acc.scaler.get_scale()),
                       "amp/skipped_steps": float(skipped)}
         values = self.tracker.flush(step, extra)
+        self.logged = (step, values)
         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items()
                          if k.startswith(("loss/", "mi/c1"))})
 
     # --- checks, pictures, checkpoints -------------------------------------------------
     def _named_state(self, skip_bn_stats: bool) -> list[tuple[str, torch.Tensor]]:
         return list(ranks.state_tensors(
-            {"G": self.G_raw, "D": self.D_raw},
+            {"G": self.G_raw, "D": self.D_raw, **self.ema.models()},
             {k: o.optimizer for k, o in self.optimizers.items()}, skip_bn_stats=skip_bn_stats))
 
     def check_ranks(self) -> None:
@@ -255,17 +272,18 @@ class Trainer:
         self.check_ranks()
         self.state.data = gather_object([self.source.state_dict()])
 
-    def evaluate(self) -> dict[str, float]:
-        """Scores the codes against the labels (`eval/acc/c1`, ...); main process only,
-        no collective. The tracker writes them with the step's other metrics."""
-        if not self.acc.is_main_process:
-            return {}
-        images, labels = self.eval_data
+    def evaluate(self, names: list[str]) -> dict[str, float]:
+        """The metrics `names` (scores.METRICS): a collective one on every rank, the others
+        on the main process alone. The tracker writes the main process's values with the
+        step's other metrics."""
+        images, labels = self.eval_data or (None, None)
         inputs = EvalInputs(self.G_raw, self.D_raw, self.space, images, labels, self.device,
-                            EVAL_SAMPLES)
+                            EVAL_SAMPLES, sampler=self.ema.sampler(self.G_raw), fid=self.fid)
         out: dict[str, float] = {}
-        for name in self.cfg.log.eval_metrics:
-            out |= METRICS[name](inputs)
+        for name in names:
+            metric = METRICS[name]
+            if metric.collective or self.acc.is_main_process:
+                out |= metric.fn(inputs)
         return out
 
     def dump_state(self, out: Path) -> None:
@@ -277,6 +295,6 @@ class Trainer:
 
     def save_pictures(self, step: int) -> None:
         if self.acc.is_main_process:
-            paths = save_pictures(self.G_raw, self.space, self.cfg.run.seed,
+            paths = save_pictures(self.ema.sampler(self.G_raw), self.space, self.cfg.run.seed,
                                   self.run_dir / "samples" / f"step-{step:08d}.png")
             self.tracker.images(step, paths)
