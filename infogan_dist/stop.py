@@ -1,8 +1,12 @@
 """Stop requests: SIGTERM / SIGUSR1 to any rank, or a STOP file in the run directory.
 
-A handler only sets a flag; the training loop asks every rank once per step
-(`dist.agree`), so all ranks stop after the same step, save a checkpoint there and exit
-0. The launcher (torchrun, under `accelerate launch` with several processes) forwards
+A handler only sets a flag; the training loop hands every rank's flag to
+`ranks.StopAgreement` once per step, an asynchronous all-reduce read one step later (no
+host sync), so all ranks stop after the same step (one step after the first rank saw the
+request), save a checkpoint there and exit 0. The main process looks for the STOP file
+at most once per second (STOP_FILE_POLL_S), not every step.
+
+The launcher (torchrun, under `accelerate launch` with several processes) forwards
 SIGTERM to the workers; it forwards SIGUSR1 only when its signal list includes it.
 torch 2.14's launcher takes that list from `--signals-to-handle`, default
 $PET_SIGNALS_TO_HANDLE, and overwrites TORCHELASTIC_SIGNALS_TO_HANDLE with it, so set
@@ -22,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_FILE_POLL_S = 1.0  # seconds between looks for the STOP file (a stat each)
 
 
 def _process_start_time() -> float:
@@ -40,6 +45,7 @@ class StopRequest:
         self.stop_file = stop_file
         self.is_main = is_main
         self.reason: str | None = None
+        self.next_look = 0.0  # time.monotonic() of the next look for the STOP file
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
 
@@ -48,8 +54,10 @@ class StopRequest:
 
     def local(self) -> bool:
         """This rank's view; the loop combines all ranks' views."""
-        if self.reason is None and self.is_main and self.stop_file.exists():
-            self.reason = f"stop file {self.stop_file}"
+        if self.reason is None and self.is_main and time.monotonic() >= self.next_look:
+            self.next_look = time.monotonic() + STOP_FILE_POLL_S
+            if self.stop_file.exists():
+                self.reason = f"stop file {self.stop_file}"
         return self.reason is not None
 
     def clear_file(self) -> None:

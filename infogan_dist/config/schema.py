@@ -42,6 +42,9 @@ class DataConfig:
     num_workers: int = 0  # stream mode: DataLoader workers per rank
     shuffle_buffer: int = 1000  # stream mode: samples in each worker's shuffle buffer
     eval_shards: str = ""  # labelled shards scored by evaluation; "" = data.shards
+    # stream mode on CUDA: each batch in pinned host memory, so its copy to the device is
+    # asynchronous (non_blocking); off until measured on GPUs; no effect on CPU
+    pin_memory: bool = False
 
 
 @dataclass
@@ -76,6 +79,10 @@ class OptimConfig:
     lr_g: float = 1e-3  # Adam learning rate of G
     lr_info: float = 2e-4  # Adam learning rate of the info optimizer (G and D)
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam (beta1, beta2)
+    # Adam's implementation (registry updates.ADAM): auto = fused where torch has a fused
+    # kernel for the device (CPU and CUDA in torch 2.14), else foreach; fused, foreach and
+    # for_loop force one; torch_default = torch's choice (for_loop on CPU, foreach on CUDA)
+    adam: str = choice("torch_default", "infogan_dist.updates:ADAM")
 
 
 @dataclass
@@ -86,6 +93,10 @@ class TrainConfig:
     max_steps: int = 5000  # optimizer iterations (one D, G and info update each)
     precision: Literal["no", "bf16", "fp16"] = "no"  # fp16 needs a GPU
     resume: str = "auto"  # auto: newest complete checkpoint; none; or a checkpoint dir
+    # GPU options (speed.py), off until measured on GPU nodes:
+    compile: bool = False  # torch.compile G's and D's forward (Module.compile, in place)
+    channels_last: bool = False  # NHWC layout for conv weights and real images
+    tf32: bool = False  # TF32 for fp32 matmuls/convs on GPUs that have it (Ampere+); CPU: none
 
 
 @dataclass
