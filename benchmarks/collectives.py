@@ -63,10 +63,11 @@ class Counter:
         self.rows: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
         self.in_hook = False
 
-    def add(self, site: str, nbytes: int) -> None:
+    def add(self, site: str, nbytes: int, op: str) -> None:
         row = self.rows[self.step]
-        row[f"{site}/calls"] += 1
-        row[f"{site}/bytes"] += nbytes
+        for key in (site, f"{site}.{op}"):  # by site, and by site and operation
+            row[f"{key}/calls"] += 1
+            row[f"{key}/bytes"] += nbytes
 
 
 def _site(stack: list[traceback.FrameSummary], counter: Counter) -> str:
@@ -111,8 +112,8 @@ def _install(counter: Counter) -> None:
         if orig is None:
             continue
 
-        def wrapper(*args, _orig=orig, **kwargs):
-            counter.add(_site(traceback.extract_stack()[:-1], counter), _nbytes(args, kwargs))
+        def wrapper(*args, _orig=orig, _op=fname, **kwargs):
+            counter.add(_site(traceback.extract_stack()[:-1], counter), _nbytes(args, kwargs), _op)
             return _orig(*args, **kwargs)
 
         setattr(tdist, fname, functools.wraps(orig)(wrapper))
