@@ -82,7 +82,7 @@ class OptimConfig:
     # Adam's implementation (registry updates.ADAM): auto = fused where torch has a fused
     # kernel for the device (CPU and CUDA in torch 2.14), else foreach; fused, foreach and
     # for_loop force one; torch_default = torch's choice (for_loop on CPU, foreach on CUDA)
-    adam: str = choice("torch_default", "infogan_dist.updates:ADAM")
+    adam: str = choice("auto", "infogan_dist.updates:ADAM")
 
 
 @dataclass
