@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
@@ -148,15 +149,16 @@ class StopAgreement:
         self.group = None  # the default group when it is gloo
         if self.size > 1 and tdist.get_backend() != "gloo":
             self.group = tdist.new_group(backend="gloo")  # collective: every rank, at start
-        self.pending: tuple[tdist.Work, torch.Tensor] | None = None
+        self.pending: tuple[tdist.Work, np.ndarray] | None = None
 
     def poll(self, flag: bool) -> bool:
         if self.size == 1:
             return flag
         agreed = self.drain()
-        t = torch.tensor([int(flag)], dtype=torch.int32)
+        flag_buffer = np.array([int(flag)], dtype=np.int32)  # host memory, shared with t
+        t = torch.from_numpy(flag_buffer)
         work = tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=self.group, async_op=True)
-        self.pending = (work, t)
+        self.pending = (work, flag_buffer)
         return agreed
 
     def drain(self) -> bool:
@@ -164,10 +166,10 @@ class StopAgreement:
         before leaving the loop) and returns its result."""
         if self.pending is None:
             return False
-        work, t = self.pending
+        work, flag_buffer = self.pending
         self.pending = None
-        work.wait()
-        return bool(t.item())  # a CPU tensor filled by gloo: no device sync
+        work.wait()  # gloo on host memory; in steady state long done
+        return bool(flag_buffer[0])  # host memory gloo wrote into: no device sync
 
 
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:
