@@ -170,6 +170,9 @@ def worker(args: argparse.Namespace) -> None:
     trainer.fit()
     out = Path(args.worker_out) / f"rank{trainer.rank}.json"
     out.write_text(json.dumps({str(k): dict(v) for k, v in sorted(counter.rows.items())}))
+    if trainer.rank == 0:  # what the run logged, for the perf/* keys
+        (Path(args.worker_out) / "metrics.jsonl").write_text(
+            (trainer.run_dir / "metrics.jsonl").read_text())
 
 
 # --- the launcher ---------------------------------------------------------------------
@@ -192,8 +195,10 @@ def launch(args: argparse.Namespace, tmp: Path) -> dict[int, dict]:
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"run failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
-    return {rank: {int(k): v for k, v in json.loads((tmp / f"rank{rank}.json").read_text())
+    rows = {rank: {int(k): v for k, v in json.loads((tmp / f"rank{rank}.json").read_text())
                    .items()} for rank in (0, 1)}
+    metrics = [json.loads(line) for line in (tmp / "metrics.jsonl").read_text().splitlines()]
+    return rows, metrics
 
 
 def _free_port() -> int:
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         worker(args)
         return
     with tempfile.TemporaryDirectory(prefix="collectives-") as tmp:
-        per_rank = launch(args, Path(tmp))
+        per_rank, metrics = launch(args, Path(tmp))
     if per_rank[0] != per_rank[1]:
         print("note: the ranks differ (rank 1 has no main-process work)")
     summary = summarize(per_rank[0], args.steps, args.log_every)
@@ -254,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         if where:
             print(f"  host syncs at {kind} steps by file: {where}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary, "rows": per_rank}, indent=1))
+        Path(args.json).write_text(json.dumps(
+            {"summary": summary, "rows": per_rank, "metrics": metrics}, indent=1))
 
 
 if __name__ == "__main__":

@@ -42,12 +42,12 @@ def count(tmp_path, config: str, *overrides: str) -> dict:
          "--steps", "5", "--log-every", "2", "--json", str(out), *overrides],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return json.loads(out.read_text())["summary"]
+    return json.loads(out.read_text())
 
 
 def test_paper_step_on_conv_nets(shards, tmp_path):
     s = count(tmp_path, "configs/mnist.yaml", f"data.shards={shards}", "model.width=0.125",
-              "train.global_batch_size=16")
+              "train.global_batch_size=16")["summary"]
     steady, log = s["steady"], s["log"]
     assert steady["ddp_grads/calls"] == 2, steady  # one per optimizer step
     assert steady["batchnorm/calls"] == 2 * PAPER_BN, steady  # one forward, one backward
@@ -58,10 +58,16 @@ def test_paper_step_on_conv_nets(shards, tmp_path):
 
 
 def test_three_optimizers_step(shards, tmp_path):
-    s = count(tmp_path, "configs/smoke.yaml", f"data.shards={shards}")
-    steady = s["steady"]
+    counted = count(tmp_path, "configs/smoke.yaml", f"data.shards={shards}")
+    steady = counted["summary"]["steady"]
     assert steady["ddp_grads/calls"] == 4, steady  # D, G, info (G and D)
     # BN only in G (3 layers): the D phase's fakes (backward in the G phase), info's fakes
     assert steady["batchnorm/calls"] == 2 * (3 + 3), steady
     assert steady.get("host_syncs", 0) == 0, steady
     assert steady["stop/calls"] == 1, steady
+    # the step metrics of every log interval (values not judged: this is no benchmark)
+    logged = counted["metrics"]
+    assert [m["step"] for m in logged] == [2, 4, 5]
+    for m in logged:
+        assert m["perf/step_s"] > 0 and 0 <= m["perf/data_wait_s"] <= m["perf/step_s"], m
+        assert "perf/max_mem_gb" not in m  # CUDA only
