@@ -120,12 +120,8 @@ class UpdateRule:
         """Whether some phase's backward through the DDP-wrapped D leaves one of D's
         heads without a gradient, which is when DDP needs find_unused_parameters=True.
         G has one output, so every phase that uses G uses all of it."""
-        for spec in self.phases:
-            if spec.role == "G":  # the unwrapped, frozen D: DDP never sees it
-                continue
-            if _HEADS - {LOSS_TERMS[n].head for n in _term_names(spec, cfg)}:
-                return True
-        return False
+        return any(_HEADS - {LOSS_TERMS[n].head for n in _term_names(spec, cfg)}
+                   for spec in self.phases if _THROUGH_DDP[spec.role])
 
     def build_phases(self, cfg: Config, space: LatentSpace,
                      optimizers: dict[str, torch.optim.Optimizer]) -> list[Phase]:
@@ -135,6 +131,8 @@ class UpdateRule:
 
 
 _HEADS = {"adv", "q"}
+# role -> whether its D forwards go through the DDP-wrapped D (G: the unwrapped, frozen D)
+_THROUGH_DDP = {"D": True, "G": False, "info": True}
 
 
 def _term_names(spec: PhaseSpec, cfg: Config) -> list[str]:
