@@ -46,6 +46,9 @@ class DataConfig:
     cache_max_gb: float = 0.0  # cache size limit in GB (1e9 bytes), LRU eviction; 0 = no limit
     s3_endpoint_url: str = ""  # S3-compatible store URL; "" = AWS_ENDPOINT_URL(_S3) or AWS
     retry_s: float = 30.0  # seconds a remote read retries transient faults without progress
+    # stream mode on CUDA: each batch in pinned host memory, so its copy to the device is
+    # asynchronous (non_blocking); off until measured on GPUs; no effect on CPU
+    pin_memory: bool = False
 
 
 @dataclass
@@ -84,6 +87,10 @@ class OptimConfig:
     lr_g: float = 1e-3  # Adam learning rate of G
     lr_info: float = 2e-4  # Adam learning rate of the info optimizer (G and D)
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam (beta1, beta2)
+    # Adam's implementation (registry updates.ADAM): auto = fused where torch has a fused
+    # kernel for the device (CPU and CUDA in torch 2.14), else foreach; fused, foreach and
+    # for_loop force one; torch_default = torch's choice (for_loop on CPU, foreach on CUDA)
+    adam: str = choice("auto", "infogan_dist.updates:ADAM")
 
 
 @dataclass
@@ -94,6 +101,10 @@ class TrainConfig:
     max_steps: int = 5000  # optimizer iterations (one D, G and info update each)
     precision: Literal["no", "bf16", "fp16"] = "no"  # fp16 needs a GPU
     resume: str = "auto"  # auto: newest complete checkpoint; none; or a checkpoint dir
+    # GPU options (speed.py), off until measured on GPU nodes:
+    compile: bool = False  # torch.compile G's and D's forward (Module.compile, in place)
+    channels_last: bool = False  # NHWC layout for conv weights and real images
+    tf32: bool = False  # TF32 for fp32 matmuls/convs on GPUs that have it (Ampere+); CPU: none
 
 
 @dataclass
