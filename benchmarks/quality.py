@@ -11,6 +11,28 @@ CPU, --parallel 2 trains two seeds at a time, one thread each):
     .venv/bin/python benchmarks/quality.py --config configs/mnist.yaml --seeds 5 \\
         --shards data/mnist/test10k --launch launch/gpu.yaml log.eval_every=250
 
+FID (issue 14): --features DIR (from `infogan train-features`) adds the FID and KID of
+each seed's final generator on those features against --fid-data (default: the eval
+data): the EMA generator (when the run has model.ema_half_life_images > 0) and the raw
+one (--raw-generator). These FIDs are on the scale of the project's own MNIST features,
+not comparable with Inception FIDs of papers. With and without EMA, 5 seeds:
+
+    .venv/bin/infogan train-features --data data/mnist/test10k --out features/mnist
+    .venv/bin/python benchmarks/quality.py --config configs/mnist.yaml --seeds 5 \
+        --shards data/mnist/test10k --features features/mnist model.ema_half_life_images=10000
+
+Held-out protocol (train without labels on the first 5,000 of the 10,000 digits, score
+accuracy and FID on the other 5,000; test10k holds 10 shards of 1,000, so a brace
+pattern selects each half):
+
+    .venv/bin/python benchmarks/quality.py --config configs/mnist.yaml --seeds 5 \
+        --shards 'data/mnist/test10k/shard-{000000..000004}.tar' \
+        --eval-data 'data/mnist/test10k/shard-{000005..000009}.tar' \
+        --features features/mnist model.ema_half_life_images=10000
+
+(train the feature network on the held-out half too, or on Fashion-MNIST's own labels
+for Fashion-MNIST, so that the features never saw the training images).
+
 --reuse scores again, without training, every seed whose run under --out already has its
 final checkpoint (to print the table after adding seeds, or after an interruption).
 
@@ -76,14 +98,26 @@ def train_cmd(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     return cmd + list(args.overrides)
 
 
-def eval_cmd(args: argparse.Namespace, checkpoint: Path) -> list[str]:
+def eval_cmd(args: argparse.Namespace, checkpoint: Path, raw: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "infogan_dist.cli", "eval", "--checkpoint", str(checkpoint),
            "--json"]
     if args.eval_data:
         cmd += ["--data", str(args.eval_data)]
     if args.eval_limit:
         cmd += ["--limit", str(args.eval_limit)]
+    if raw:
+        cmd.append("--raw-generator")
     return cmd
+
+
+def fid_cmd(args: argparse.Namespace, checkpoint: Path, raw: bool) -> list[str]:
+    """FID/KID of the EMA (or, raw, the trained) generator; the codes with few samples."""
+    cmd = [sys.executable, "-m", "infogan_dist.cli", "eval", "--checkpoint", str(checkpoint),
+           "--json", "--no-pictures", "--samples", "16", "--limit", "16", "--fid",
+           "--features", str(args.features), "--fid-samples", str(args.fid_samples),
+           "--data", str(args.fid_data or args.eval_data or args.shards or
+                         load_config(args.config).data.shards)]
+    return cmd + (["--raw-generator"] if raw else [])
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -198,7 +232,17 @@ def run_seed(
     c1 = report["codes"].get("c1", {})
     result |= {"checkpoint": report["checkpoint"], "steps": report["step"],
                "accuracy": c1.get("accuracy"), "mi": c1.get("mi"),
-               "eval_images": report["images"]}
+               "eval_images": report["images"], "generator": report.get("generator")}
+    if args.features:
+        has_ema = (good[-1] / "generator_ema.safetensors").is_file()
+        for label, raw in (("ema", False), ("raw", True)) if has_ema else (("raw", True),):
+            r = subprocess.run(fid_cmd(args, good[-1], raw), cwd=ROOT, capture_output=True,
+                               text=True, env=thread_env(args.parallel))
+            if r.returncode != 0:
+                result["error"] = f"infogan eval --fid exited {r.returncode}: {r.stderr[-500:]}"
+                return result
+            fid = json.loads(r.stdout)
+            result[f"fid_{label}"], result[f"kid_{label}"] = fid["fid"], fid["kid"]
     return result
 
 
@@ -207,7 +251,8 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    head = (f"{'seed':>4} {'acc c1':>7} {'MI c1':>7} {'steps':>6} {'train s':>8} "
+    head = (f"{'seed':>4} {'acc c1':>7} {'MI c1':>7} {'FID ema':>8} {'FID raw':>8} "
+            f"{'steps':>6} {'train s':>8} "
             f"{'wall s':>7} {'device':<9} {'95% at step':>11} {'images':>8} {'s':>7}")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -218,6 +263,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
         step95 = "n/a" if not t else ("never" if t.get("step") is None else str(t["step"]))
         lines.append(
             f"{r['seed']:>4} {_fmt(r['accuracy'], '.4f'):>7} {_fmt(r['mi'], '.3f'):>7} "
+            f"{_fmt(r.get('fid_ema'), '.3f'):>8} {_fmt(r.get('fid_raw'), '.3f'):>8} "
             f"{_fmt(r['steps'], 'd'):>6} {_fmt(r.get('train_s'), '.1f'):>8} "
             f"{r['wall_s']:>7.1f} {r['device']:<9} {step95:>11} "
             f"{_fmt(t.get('images'), 'd'):>8} {_fmt(t.get('seconds'), '.1f'):>7}")
@@ -226,6 +272,11 @@ def format_table(results: list[dict[str, Any]]) -> str:
         good = sum(a >= THRESHOLD for a in scored)
         lines += ["", f"median accuracy of c1: {statistics.median(scored):.4f} over "
                       f"{len(scored)} seed(s); seeds >= {THRESHOLD:.0%}: {good}/{len(results)}"]
+    for label in ("ema", "raw"):
+        fids = [r[f"fid_{label}"] for r in results if r.get(f"fid_{label}") is not None]
+        if fids:
+            lines.append(f"median FID ({label} generator, own features): "
+                         f"{statistics.median(fids):.3f} over {len(fids)} seed(s)")
     if results and all(not r.get("t95") for r in results if "error" not in r):
         lines.append("time to 95%: n/a (no eval/acc/c1 in metrics.jsonl; the trainer logs it "
                      "with log.eval_every=N)")
@@ -246,6 +297,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="parent of the runs (default runs/quality-<date-time>)")
     p.add_argument("--eval-data", default=None, help="infogan eval --data (default: config)")
     p.add_argument("--eval-limit", type=int, default=None, help="infogan eval --limit")
+    p.add_argument("--features", default=None,
+                   help="FID/KID features (a train-features dir, or inception): adds FID of "
+                        "the EMA and the raw generator per seed")
+    p.add_argument("--fid-data", default=None,
+                   help="real images of FID (default: --eval-data, else --shards / config)")
+    p.add_argument("--fid-samples", type=int, default=10_000, help="generated images per FID")
     p.add_argument("--reuse", action="store_true",
                    help="score, without training again, a seed whose run under --out already "
                         "has its final checkpoint (wall s is then its training time)")

@@ -41,6 +41,7 @@ from .config import (
     config_from_dict,
 )
 from .config import resume_conflicts as _conflicts
+from .config.schema import best_direction
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-step-"
@@ -203,6 +204,65 @@ def clean_stale_tmp(run_dir: Path) -> list[Path]:
     return stale
 
 
+# --- the best checkpoint (checkpoint.keep_best) -------------------------------------------
+BEST_DIR, BEST_FILE = "best", "BEST.json"
+
+
+def read_best(run_dir: Path) -> dict[str, Any] | None:
+    """checkpoints/best/BEST.json ({metric, value, mode, step}), or None."""
+    root = checkpoints_root(run_dir)
+    for d in (root / BEST_DIR, root / ".old-best"):  # .old-best: a crash between renames
+        try:
+            return json.loads((d / BEST_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    # Checkpoint files are never written again once complete (a save writes a new
+    # directory, pruning unlinks), so a hard link is a safe, free copy.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def keep_best(run_dir: Path, checkpoint: Path, step: int, metric: str, mode: str,
+              values: dict[str, float]) -> bool:
+    """Main process, after `checkpoint` is complete: when `values[metric]` beats the kept
+    best (lower for mode min, higher for max), checkpoints/best/ becomes a copy of it
+    (hard links) with BEST.json, swapped in by renames. Pruning and resume=auto never
+    look at it. Returns whether it was replaced."""
+    value = values.get(metric)
+    if value is None or value != value:  # not computed at this step, or NaN
+        return False
+    old = read_best(run_dir)
+    if old is not None and old.get("metric") == metric and old.get("mode") == mode:
+        if (value >= old["value"]) if mode == "min" else (value <= old["value"]):
+            return False
+    root = checkpoints_root(run_dir)
+    tmp, best, prev = root / ".tmp-best", root / BEST_DIR, root / ".old-best"
+    for leftover in (tmp,):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    shutil.copytree(checkpoint, tmp, copy_function=_link_or_copy)
+    write_text_durably(tmp / BEST_FILE, json.dumps(
+        {"metric": metric, "value": value, "mode": mode, "step": step,
+         "source": checkpoint.name}) + "\n")
+    _fsync_dir(tmp)
+    if prev.exists():
+        shutil.rmtree(prev)
+    if best.exists():
+        os.replace(best, prev)
+    os.replace(tmp, best)
+    _fsync_dir(root)
+    shutil.rmtree(prev, ignore_errors=True)
+    print(f"checkpoint.keep_best: {metric} = {value:.6g} at step {step} is the best so far; "
+          f"kept in {best}", flush=True)
+    return True
+
+
 # --- the manager ------------------------------------------------------------------------
 @dataclass
 class Part:
@@ -222,10 +282,12 @@ class CheckpointManager:
     Accelerate's state (all ranks), the parts (main), COMPLETE, rename, pruning."""
 
     def __init__(self, run_dir: Path, cfg: CheckpointConfig, accelerator: Any,
-                 parts: list[Part], before_save: Callable[[], None] = lambda: None):
+                 parts: list[Part], before_save: Callable[[], None] = lambda: None,
+                 metrics: Callable[[int], dict[str, float]] = lambda step: {}):
         self.run_dir, self.cfg, self.acc = Path(run_dir), cfg, accelerator
         self.parts = parts
         self.before_save = before_save
+        self.metrics = metrics  # step -> the values logged at that step (keep_best)
         self.main = accelerator.is_main_process
 
     def start(self) -> None:
@@ -282,7 +344,11 @@ class CheckpointManager:
                 part.save(tmp / part.name)
         self.acc.wait_for_everyone()  # every rank's files are on disk
         if self.main:
-            finalize(self.run_dir, tmp, step, self.cfg.keep)
+            final = finalize(self.run_dir, tmp, step, self.cfg.keep)
+            if self.cfg.keep_best:
+                keep_best(self.run_dir, final, step, self.cfg.keep_best,
+                          str(best_direction(self.cfg.keep_best, self.cfg.keep_best_mode)),
+                          self.metrics(step))
         self.acc.wait_for_everyone()
         return step_dir(self.run_dir, step)
 
@@ -296,6 +362,10 @@ def save_tensors(module: nn.Module, path: Path) -> None:
 
 
 # --- loading for inference (infogan eval / sample) ---------------------------------------
+GENERATOR_FILE, D_FILE = "generator.safetensors", "model_1.safetensors"
+EMA_GENERATOR_FILE = "generator_ema.safetensors"  # written by ema.EMA when model.ema_* is on
+
+
 @dataclass
 class Loaded:
     path: Path
@@ -305,9 +375,9 @@ class Loaded:
     D: nn.Module | None
     step: int | None
     image_shape: tuple[int, int, int]
+    generator_file: str = GENERATOR_FILE  # which G was loaded (EMA or raw)
 
 
-GENERATOR_FILE, D_FILE = "generator.safetensors", "model_1.safetensors"
 
 
 def _not_a_checkpoint(path: Path, missing: str) -> ValueError:
@@ -361,10 +431,12 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_for_inference(path: str | Path, with_d: bool = True,
-                       device: torch.device | str = "cpu") -> Loaded:
-    """G (generator.safetensors) [+ D (model_1.safetensors)] of a checkpoint directory,
-    built from what train_state.json says it holds, as plain modules in eval mode on
-    `device`. ValueError (one line) for anything missing or mismatched."""
+                       device: torch.device | str = "cpu", raw_generator: bool = False) -> Loaded:
+    """G [+ D (model_1.safetensors)] of a checkpoint directory, built from what
+    train_state.json says it holds, as plain modules in eval mode on `device`. G is the
+    EMA generator (generator_ema.safetensors) when the checkpoint has one and
+    `raw_generator` is False, else the trained G (generator.safetensors).
+    ValueError (one line) for anything missing or mismatched."""
     from .latent import LatentSpace
     from .models import build_models
 
@@ -374,7 +446,10 @@ def load_for_inference(path: str | Path, with_d: bool = True,
     shape, latent, model, step = read_holds(path)
     space = LatentSpace(latent)
     G, D = build_models(model, space.input_dim, space.q_dim, tuple(shape))
-    parts = [(G, GENERATOR_FILE)] + ([(D, D_FILE)] if with_d else [])
+    g_file = GENERATOR_FILE
+    if not raw_generator and (path / EMA_GENERATOR_FILE).is_file():
+        g_file = EMA_GENERATOR_FILE
+    parts = [(G, g_file)] + ([(D, D_FILE)] if with_d else [])
     for module, name in parts:
         state = _read_weights(path / name)
         own = module.state_dict()
@@ -386,4 +461,4 @@ def load_for_inference(path: str | Path, with_d: bool = True,
             )
         module.load_state_dict(state)
         module.to(device).eval()
-    return Loaded(path, cfg, space, G, D if with_d else None, step, tuple(shape))
+    return Loaded(path, cfg, space, G, D if with_d else None, step, tuple(shape), g_file)

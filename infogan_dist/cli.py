@@ -8,7 +8,8 @@ import importlib
 import sys
 
 # module path of each subcommand, in --help order
-SUBCOMMANDS = ["infogan_dist.data.prepare", "infogan_dist.evaluate", "infogan_dist.sample"]
+SUBCOMMANDS = ["infogan_dist.data.prepare", "infogan_dist.evaluate", "infogan_dist.sample",
+               "infogan_dist.features"]
 
 
 def build_parser() -> argparse.ArgumentParser:

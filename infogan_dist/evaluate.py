@@ -3,6 +3,7 @@
     infogan eval --checkpoint runs/mnist/checkpoints/step-00005000
     infogan eval --checkpoint runs/mnist/checkpoints/step-00005000 --json --limit 2000
     infogan eval --checkpoint DIR --data data/mnist/test10k --batch 256
+    infogan eval --checkpoint DIR --data data/mnist/test10k --fid --features features/mnist
 
 Per categorical code (c1, ...):
   accuracy   unsupervised accuracy of Q's argmax on the labelled images: the best
@@ -15,6 +16,9 @@ Per categorical code (c1, ...):
 Per continuous code: `mi` (ln 2 + E log q(c|x), the bound the trainer logs) and `mse`
 (mean squared error of Q's mean against the true code; a code Q ignores scores the
 prior's variance, 1/3).
+With --fid: `fid` and `kid` of the generator's --fid-samples images against every image
+of --data, on the features of --features (a directory from `infogan train-features`, or
+`inception` with --inception-weights); the real statistics are cached (fid.py).
 
 Everything runs the plain (unwrapped) modules in eval mode under no_grad: BatchNorm
 uses its running statistics, no collective is issued, no Accelerate is involved, and
@@ -76,6 +80,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
     p.add_argument("--no-pictures", action="store_true",
                    help="do not write DIR/traversal*.png")
+    p.add_argument("--fid", action="store_true", help="also report FID and KID (needs --features)")
+    p.add_argument("--features", default=None,
+                   help="FID features: a directory from `infogan train-features`, or inception")
+    p.add_argument("--inception-weights", default="",
+                   help="safetensors file of the FID Inception weights (--features inception)")
+    p.add_argument("--fid-samples", type=int, default=10_000,
+                   help="generated images for FID/KID (default 10000)")
+    p.add_argument("--raw-generator", action="store_true",
+                   help="score the trained G (generator.safetensors), not its EMA "
+                        "(generator_ema.safetensors, the default when the checkpoint has one)")
     p.set_defaults(func=run)
 
 
@@ -84,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if args.fid and not args.features:
+        raise ValueError("--fid needs --features DIR (from `infogan train-features`) or "
+                         "--features inception --inception-weights FILE")
+    if args.fid_samples < 2:
+        raise ValueError(f"--fid-samples must be >= 2, got {args.fid_samples}")
     device = pick_device(args.device)
     path = Path(args.checkpoint)
     check_files(path)  # a bad checkpoint fails before any data is decoded
@@ -99,10 +118,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"the checkpoint's generator (model.arch={model.arch}) makes images of shape "
                 f"{shape}, not {list(images.shape[1:])} like {spec}; pass matching --data")
-    loaded = load_for_inference(path, with_d=True, device=device)
+    loaded = load_for_inference(path, with_d=True, device=device,
+                                raw_generator=args.raw_generator)
     assert loaded.D is not None
     codes = score_codes(loaded.G, loaded.D, loaded.space, images, labels, device,
                         args.batch, args.samples, num_labels)
+    fid_report: dict[str, Any] = {}
+    if args.fid:
+        fid_report = _fid(args, loaded, spec, device)
     pictures: list[str] = []
     if not args.no_pictures:
         from .pictures import save_pictures
@@ -110,10 +133,10 @@ def run(args: argparse.Namespace) -> int:
         pictures = [str(p) for p in save_pictures(loaded.G, loaded.space, cfg.run.seed,
                                                    path / "traversal.png")]
     report = {
-        "checkpoint": str(path), "step": loaded.step,
+        "checkpoint": str(path), "step": loaded.step, "generator": loaded.generator_file,
         "images": 0 if images is None else len(images),
         "data": spec if images is not None else None, "samples": args.samples,
-        "device": str(device), "codes": codes, "pictures": pictures,
+        "device": str(device), "codes": codes, "pictures": pictures, **fid_report,
     }
     if args.json:
         print(json.dumps(report))
@@ -122,9 +145,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fid(args: argparse.Namespace, loaded: Any, spec: str, device: torch.device) -> dict:
+    """{"fid", "kid", "fid_features", "fid_samples", "fid_data"} of the loaded generator."""
+    from .features import load_features
+    from .fid import USER_CACHE, fid_kid, generated_stats, real_stats
+
+    feats = load_features(args.features, args.inception_weights).to(device)
+    real = real_stats(spec, feats, args.batch, device, USER_CACHE)
+    fake = generated_stats(loaded.G, loaded.space, feats, args.fid_samples, loaded.cfg.run.seed,
+                           args.batch, device)
+    return {**fid_kid(real, fake), "fid_features": args.features,
+            "fid_samples": args.fid_samples, "fid_data": spec}
+
+
 def format_report(report: dict[str, Any], space: LatentSpace) -> str:
     lines = [
-        f"checkpoint {report['checkpoint']} (step {report['step']}) on {report['device']}",
+        f"checkpoint {report['checkpoint']} (step {report['step']}, {report['generator']}) "
+        f"on {report['device']}",
         f"{report['images']} labelled images from {report['data']}; "
         f"{report['samples']} fresh latents for MI / MSE",
         "",
@@ -151,6 +188,9 @@ def format_report(report: dict[str, Any], space: LatentSpace) -> str:
             m = c["mapping"][i]
             lines.append(f"{i:>3} -> {'-' if m is None else m:<3} "
                          + "".join(f"{v:>{width}}" for v in row))
+    if "fid" in report:
+        lines += ["", f"FID {report['fid']:.4f}  KID {report['kid']:.6f}  ({report['fid_samples']}"
+                  f" samples vs {report['fid_data']}, features {report['fid_features']})"]
     if report["pictures"]:
         lines += ["", "pictures: " + ", ".join(report["pictures"])]
     return "\n".join(lines)

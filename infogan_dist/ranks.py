@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
@@ -30,24 +31,59 @@ def print_all(*args: object) -> None:
     print(f"[rank {rank}/{size}]", *args, file=sys.stderr, flush=True)
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks; the gradient of a sum is the sum of the gradients."""
+class _GlobalBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm of x over the global batch (all ranks), in ONE collective
+    per forward and ONE per backward (what torch's SyncBatchNorm does on NCCL).
+
+    Forward: every rank's per-channel (count, mean, M2 = sum of squared deviations from
+    its own mean) in one all_gather, combined by Chan et al.'s parallel formula in rank
+    order (mean = sum n_r m_r / N; M2 = sum M2_r + sum n_r (m_r - mean)^2). Each rank
+    centres its own rows first, so this is as accurate as a centred second pass (not
+    E[x^2] - E[x]^2), and every rank combines identical inputs in the same order, so
+    all ranks get bitwise identical statistics.
+    Backward: the two reductions of the BatchNorm gradient, sum(dy) and sum(dy * xhat),
+    in one all_reduce of a [2, C] tensor. The weight and bias gradients returned are
+    this rank's sums; DDP averages them like any other parameter gradient.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        x = x.clone()
-        tdist.all_reduce(x)
-        return x
+    def forward(ctx, x, weight, bias, eps: float):  # type: ignore[override]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        n = x.numel() // x.shape[1]
+        mean_r = x.mean(dims)
+        dev = x - mean_r.view(shape)
+        local = torch.stack([torch.full_like(mean_r, n), mean_r, (dev * dev).sum(dims)])
+        parts = [torch.empty_like(local) for _ in range(world()[1])]
+        tdist.all_gather(parts, local)  # the forward's one collective
+        counts, means, m2s = torch.stack(parts).unbind(1)  # each [ranks, C]
+        total = counts.sum(0)
+        mean = (counts * means).sum(0) / total
+        m2 = m2s.sum(0) + (counts * (means - mean) ** 2).sum(0)
+        var = m2 / total
+        invstd = torch.rsqrt(var + eps)
+        xhat = (x - mean.view(shape)) * invstd.view(shape)
+        y = xhat if weight is None else xhat * weight.view(shape) + bias.view(shape)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.total = total
+        unbiased = var * total / (total - 1)
+        ctx.mark_non_differentiable(mean, unbiased)
+        return y, mean, unbiased  # the last two for the running statistics
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.clone()
-        tdist.all_reduce(grad)
-        return grad
-
-
-def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    return _AllReduceSum.apply(x)
+    def backward(ctx, dy, _mean_grad, _var_grad):  # type: ignore[override]
+        xhat, invstd, weight = ctx.saved_tensors
+        dims = [0, *range(2, xhat.dim())]
+        shape = [1, -1] + [1] * (xhat.dim() - 2)
+        local = torch.stack([dy.sum(dims), (dy * xhat).sum(dims)])
+        sums = local.clone()
+        tdist.all_reduce(sums)  # the backward's one collective
+        mean_dy, mean_dy_xhat = (sums / ctx.total).unbind(0)
+        scale = invstd if weight is None else invstd * weight
+        dx = scale.view(shape) * (dy - mean_dy.view(shape) - xhat * mean_dy_xhat.view(shape))
+        if weight is None:
+            return dx, None, None, None
+        return dx, local[1], local[0], None
 
 
 class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -55,10 +91,9 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     torch's SyncBatchNorm refuses CPU tensors (torch 2.14), and world-size invariant
     training needs the same statistics on gloo as on NCCL, so this one works on any
-    device: two autograd-aware all-reduces per forward (sum, then centred sum of
-    squares, which is accurate where E[x^2] - E[x]^2 is not). With one process, or in
-    eval mode, it is plain BatchNorm and runs no collective, so sampling pictures on
-    the main process alone is safe.
+    device: one collective per forward and one per backward (_GlobalBatchNorm). With
+    one process, or in eval mode, it is plain BatchNorm and runs no collective, so
+    sampling pictures on the main process alone is safe.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
@@ -69,21 +104,13 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
         _, size = world()
         if not self.training or size == 1:
             return super().forward(x)
-        dims = [0, *range(2, x.dim())]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()
-        count = xf.numel() // xf.shape[1] * size
-        mean = _all_reduce_sum(xf.sum(dims)) / count
-        centred = xf - mean.view(shape)
-        var = _all_reduce_sum((centred * centred).sum(dims)) / count
-        y = centred * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+        weight, bias = (self.weight, self.bias) if self.affine else (None, None)
+        y, mean, unbiased_var = _GlobalBatchNorm.apply(x.float(), weight, bias, self.eps)
         if self.track_running_stats:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * count / (count - 1), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased_var.detach(), alpha=m)
                 self.num_batches_tracked.add_(1)
         return y.to(x.dtype)
 
@@ -105,14 +132,44 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def agree(flag: bool, device: torch.device) -> bool:
-    """True on every rank if it is True on any rank (one tiny all-reduce)."""
-    rank, size = world()
-    if size == 1:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return bool(t.item())
+class StopAgreement:
+    """Agrees on stop requests across ranks without a host sync in steady state.
+
+    `poll(flag)` at the end of step s starts an asynchronous all-reduce (MAX) of this
+    rank's flag and returns the result of the one started at step s - 1, which has long
+    completed: every rank stops after the same step, exactly one step after the step at
+    which the first rank saw a request (README "Stopping"). The flag travels as a CPU
+    tensor over a gloo group (the default group on CPU, a gloo side group otherwise), so
+    neither starting nor reading it touches the accelerator's stream: reading it is no
+    device sync. One process: no collective and no delay.
+    """
+
+    def __init__(self) -> None:
+        self.size = world()[1]
+        self.group = None  # the default group when it is gloo
+        if self.size > 1 and tdist.get_backend() != "gloo":
+            self.group = tdist.new_group(backend="gloo")  # collective: every rank, at start
+        self.pending: tuple[tdist.Work, np.ndarray] | None = None
+
+    def poll(self, flag: bool) -> bool:
+        if self.size == 1:
+            return flag
+        agreed = self.drain()
+        flag_buffer = np.array([int(flag)], dtype=np.int32)  # host memory, shared with t
+        t = torch.from_numpy(flag_buffer)
+        work = tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=self.group, async_op=True)
+        self.pending = (work, flag_buffer)
+        return agreed
+
+    def drain(self) -> bool:
+        """Waits for the all-reduce in flight (every rank has one: call it on all ranks
+        before leaving the loop) and returns its result."""
+        if self.pending is None:
+            return False
+        work, flag_buffer = self.pending
+        self.pending = None
+        work.wait()  # gloo on host memory; in steady state long done
+        return bool(flag_buffer[0])  # host memory gloo wrote into: no device sync
 
 
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:

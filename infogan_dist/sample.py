@@ -5,7 +5,8 @@
     infogan sample --checkpoint DIR --out rotation.png --fix c1=7 --sweep c2=-2:2:10 --n 80
 
 Needs DIR/config.yaml, DIR/train_state.json (what the checkpoint holds: image shape,
-latent spec, architecture) and DIR/generator.safetensors (no pickle is ever read). G runs
+latent spec, architecture) and DIR/generator.safetensors, or DIR/generator_ema.safetensors
+(the EMA of G, used when present unless --raw-generator; no pickle is ever read). G runs
 in eval mode (BatchNorm running statistics), on the CPU unless --device says otherwise.
 Codes not fixed are drawn from their priors with a generator keyed by --seed, so the
 same command draws the same picture.
@@ -148,6 +149,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per row (default: ceil(sqrt(n)); STEPS with --sweep)")
     p.add_argument("--seed", type=int, default=None, help="latent seed (default: run.seed)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--raw-generator", action="store_true",
+                   help="use the trained G (generator.safetensors), not its EMA "
+                        "(generator_ema.safetensors, the default when the checkpoint has one)")
     p.set_defaults(func=run)
 
 
@@ -163,12 +167,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sweep given {len(args.sweep)} times ({', '.join(args.sweep)}); "
                          "a grid sweeps one code: give --sweep once")
     sweep = args.sweep[0] if args.sweep else None
-    loaded = load_for_inference(args.checkpoint, with_d=False, device=pick_device(args.device))
+    loaded = load_for_inference(args.checkpoint, with_d=False, device=pick_device(args.device),
+                                raw_generator=args.raw_generator)
     seed = loaded.cfg.run.seed if args.seed is None else args.seed
     latent, nrow = build_latents(loaded.space, args.n, seed, args.fix, sweep)
     images = _render(loaded.G, loaded.space, latent)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, out, nrow=args.nrow or nrow, padding=1)
     rows = math.ceil(len(images) / (args.nrow or nrow))
-    print(f"wrote {out}: {len(images)} images, {rows} x {args.nrow or nrow}")
+    print(f"wrote {out}: {len(images)} images, {rows} x {args.nrow or nrow} "
+          f"({loaded.generator_file})")
     return 0

@@ -166,8 +166,9 @@ def evaluate_codes(
 # --- in-training metrics (log.eval_metrics) ---------------------------------------------
 @dataclass
 class EvalInputs:
-    """What an in-training metric gets: the unwrapped modules (main process only, no
-    collective), the latent space and the labelled evaluation images (or None)."""
+    """What an in-training metric gets: the unwrapped modules, the latent space, the
+    labelled evaluation images (main process only; None elsewhere), the generator that
+    pictures and FID use (the EMA when on, else G) and the FID evaluator (or None)."""
 
     G: nn.Module
     D: nn.Module
@@ -176,9 +177,29 @@ class EvalInputs:
     labels: torch.Tensor | None
     device: torch.device | str
     samples: int
+    sampler: nn.Module | None = None
+    fid: Callable[[nn.Module, LatentSpace], dict[str, float]] | None = None
 
 
-# name -> fn(EvalInputs) -> {"eval/...": float}; log.eval_metrics picks them by name.
-METRICS: Registry[Callable[[EvalInputs], dict[str, float]]] = Registry("log.eval_metrics")
-METRICS.add("codes", lambda e: evaluate_codes(e.G, e.D, e.space, e.images, e.labels, e.device,
-                                              samples=e.samples))
+@dataclass(frozen=True)
+class Metric:
+    """An in-training metric. `collective=False`: the main process alone calls it (it
+    must issue no collective; the others wait in the next one). `collective=True`: every
+    rank calls it at the same steps (it may split its work and gather); only the main
+    process's values are written."""
+
+    fn: Callable[[EvalInputs], dict[str, float]]
+    collective: bool = False
+
+
+def _fid_metric(e: EvalInputs) -> dict[str, float]:
+    assert e.fid is not None, "config validation requires eval.features with the fid metric"
+    return e.fid(e.sampler if e.sampler is not None else e.G, e.space)
+
+
+# name -> Metric; log.eval_metrics (and log.fid_every for "fid") pick them by name.
+METRICS: Registry[Metric] = Registry("log.eval_metrics")
+METRICS.add("codes", Metric(lambda e: evaluate_codes(e.G, e.D, e.space, e.images, e.labels,
+                                                     e.device, samples=e.samples)))
+# eval/fid, eval/kid of the sampling generator (fid.py); split over all ranks
+METRICS.add("fid", Metric(_fid_metric, collective=True))

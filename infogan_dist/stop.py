@@ -1,15 +1,18 @@
 """Stop requests: SIGTERM / SIGINT / SIGUSR1 to any rank, a STOP file in the run directory,
 or the launcher going away.
 
-A handler only sets a flag; the training loop asks every rank once per step
-(`dist.agree`), so all ranks stop after the same step, save a checkpoint there and exit
-0. SIGINT (Ctrl-C) is a stop request like SIGTERM: no KeyboardInterrupt, no traceback.
+A handler only sets a flag; the training loop hands every rank's flag to
+`ranks.StopAgreement` once per step, an asynchronous all-reduce read one step later (no
+host sync), so all ranks stop after the same step (one step after the first rank saw the
+request), save a checkpoint there and exit 0. The main process looks for the STOP file
+at most once per second (STOP_FILE_POLL_S), not every step.
+SIGINT (Ctrl-C) is a stop request like SIGTERM: no KeyboardInterrupt, no traceback.
 `install()` (train.py, first thing) takes the signals over before anything slow starts, so
 a request made while the trainer is still starting is kept and acted on after step 1.
 
 The launcher (torchrun, under `accelerate launch` with several processes) forwards
-SIGTERM and SIGINT to the workers; it forwards SIGUSR1 only when its signal list includes
-it. torch 2.14's launcher takes that list from `--signals-to-handle`, default
+SIGTERM and SIGINT to the workers; it forwards SIGUSR1 only when its signal list includes it.
+torch 2.14's launcher takes that list from `--signals-to-handle`, default
 $PET_SIGNALS_TO_HANDLE, and overwrites TORCHELASTIC_SIGNALS_TO_HANDLE with it, so set
 PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 (older torch read
 TORCHELASTIC_SIGNALS_TO_HANDLE; setting both is harmless). After forwarding a signal the
@@ -64,6 +67,7 @@ LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "ACCELERATE_MIXED_PRECISION", "ACCELERATE
 _PARENT_AT_IMPORT = os.getppid()
 _pending: str | None = None  # a request made before the Trainer built its StopRequest
 _current: StopRequest | None = None
+STOP_FILE_POLL_S = 1.0  # seconds between looks for the STOP file (a stat each)
 
 
 def _process_start_time() -> float:
@@ -99,11 +103,14 @@ class StopRequest:
         _pending = None
         _current = self
         install()
+        self.next_look = 0.0  # time.monotonic() of the next look for the STOP file
 
     def local(self) -> bool:
         """This rank's view; the loop combines all ranks' views."""
-        if self.reason is None and self.is_main and self.stop_file.exists():
-            self.reason = f"stop file {self.stop_file}"
+        if self.reason is None and self.is_main and time.monotonic() >= self.next_look:
+            self.next_look = time.monotonic() + STOP_FILE_POLL_S
+            if self.stop_file.exists():
+                self.reason = f"stop file {self.stop_file}"
         return self.reason is not None
 
     def clear_file(self) -> None:

@@ -1,9 +1,11 @@
 """Tracking, in one place: metrics.jsonl, W&B (mode, run ids, resume, images).
 
-The trainer only reports: `Tracker.add(stats)` every step (device tensors, no host
-sync), `Tracker.flush(step, extra)` at log intervals (averaged over steps and ranks in
-one all-reduce, one host sync; written to metrics.jsonl and W&B on the main process with
-an explicit step), `Tracker.images(step, paths)` for pictures.
+The trainer only reports: `Tracker.add(stats, data_wait_s)` every step (device
+tensors, no host sync; the seconds the loop waited for the batch, a host clock),
+`Tracker.flush(step, extra)` at log intervals (averaged over steps and ranks in one
+all-reduce, one host sync; perf/step_s, perf/data_wait_s and on CUDA perf/max_mem_gb;
+written to metrics.jsonl and W&B on the main process with an explicit step),
+`Tracker.images(step, paths)` for pictures.
 
 W&B is offline unless log.wandb=online AND a key is configured (WANDB_API_KEY, or an
 api.wandb.ai entry in the netrc file that `wandb login` writes); it never prompts.
@@ -37,6 +39,7 @@ class Tracker:
         self.acc: Any = None  # the Accelerator, from start()
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0  # steps added since the last flush
+        self.data_wait_s = 0.0  # host seconds spent in next(batches) since the last flush
         self.t0 = time.perf_counter()
 
     def accelerator_kwargs(self) -> dict[str, Any]:
@@ -73,7 +76,8 @@ class Tracker:
     def end(self) -> None:
         self.acc.end_training()
 
-    def add(self, stats: dict[str, torch.Tensor]) -> None:
+    def add(self, stats: dict[str, torch.Tensor], data_wait_s: float = 0.0) -> None:
+        self.data_wait_s += data_wait_s
         for k, v in stats.items():
             v = v.detach().float()
             self.sums[k] = self.sums[k] + v if k in self.sums else v
@@ -87,12 +91,18 @@ class Tracker:
             vec = torch.stack([self.sums[k] for k in keys]) / max(self.steps, 1)
             vec = self.acc.reduce(vec, reduction="mean")
             values = dict(zip(keys, vec.tolist(), strict=True))  # the one host sync
+        # Wall clock over the interval, after the host sync above: with the device work of
+        # every step finished, interval / steps is the step time without a sync per step.
         elapsed = time.perf_counter() - self.t0
         if self.steps:
             values["perf/images_per_s"] = self.global_batch * self.steps / elapsed
-            values["perf/s_per_step"] = elapsed / self.steps
+            values["perf/step_s"] = elapsed / self.steps
+            values["perf/s_per_step"] = elapsed / self.steps  # the older name, still read
+            values["perf/data_wait_s"] = self.data_wait_s / self.steps
+        if self.acc.device.type == "cuda":  # allocator statistics: host-side, no sync
+            values["perf/max_mem_gb"] = torch.cuda.max_memory_allocated(self.acc.device) / 1e9
         values |= extra or {}
-        self.sums, self.steps = {}, 0
+        self.sums, self.steps, self.data_wait_s = {}, 0, 0.0
         self.t0 = time.perf_counter()
         if self.acc.is_main_process:
             with open(self.path, "a") as f:

@@ -5,10 +5,13 @@ rules and loss terms (updates.py, terms.py), tracking (tracking.py), ranks (rank
 Distributed design (README "How ranks stay in sync"):
 - Every random draw of a step (data order, latents) is keyed by (seed, step) over the
   global batch; rank r takes its slice. One rank or eight train the same model.
-- DDP with find_unused_parameters (each phase uses one of D's heads) and
+- DDP with find_unused_parameters only where a phase leaves one of D's heads unused
+  (UpdateRule.leaves_parameters_unused: three_optimizers yes, paper no) and
   broadcast_buffers off; BatchNorm statistics are global (CrossRankBatchNorm) under
   dist.batchnorm=sync, or per rank under `local` (running statistics drift, documented).
-- Sampling pictures uses the unwrapped G in eval mode on the main process: no collective.
+- Sampling pictures uses the unwrapped G (its EMA when model.ema_half_life_images > 0,
+  updated once per step after the phases: ema.py) in eval mode on the main process: no
+  collective. Metrics marked collective (FID: fid.py) run on every rank at the same steps.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from accelerate.utils import (
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from . import augment, faults, ranks
+from . import augment, faults, ranks, speed
 from .checkpoint import (
     STATE_FILE,
     CheckpointError,
@@ -43,7 +47,9 @@ from .checkpoint import (
 )
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
-from .data.labelled import load_eval_data
+from .data.labelled import eval_shards, load_eval_data
+from .ema import EMA
+from .fid import FidEvaluator
 from .latent import LatentSpace
 from .models import build_models
 from .pictures import save_pictures
@@ -59,6 +65,7 @@ class Trainer:
     def __init__(self, cfg: Config, index: ShardIndex):
         self.cfg, self.index, self.run_dir = cfg, index, cfg.run_dir
         self.tracker = Tracker(cfg, self.run_dir)
+        rule = UPDATE_RULES[cfg.train.update]
         self.acc = Accelerator(
             # Accelerate 1.15 treats a torchrun-launched CPU process as non-distributed
             # unless told cpu=True; with it, several CPU processes form a gloo group.
@@ -66,7 +73,9 @@ class Trainer:
             mixed_precision=cfg.train.precision,
             project_dir=str(self.run_dir),
             kwargs_handlers=[
-                DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False),
+                DistributedDataParallelKwargs(
+                    find_unused_parameters=rule.leaves_parameters_unused(cfg),
+                    broadcast_buffers=False),
                 InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.dist.timeout_s)),
             ],
             **self.tracker.accelerator_kwargs(),
@@ -84,13 +93,16 @@ class Trainer:
         if cfg.dist.batchnorm == "sync":
             ranks.convert_batchnorm(G)
             ranks.convert_batchnorm(D)
-        rule = UPDATE_RULES[cfg.train.update]
-        opts = rule.build_optimizers(cfg, G, D)
+        speed.apply(cfg, G, D)
+        opts = rule.build_optimizers(cfg, G, D, self.device)
         prepared = self.acc.prepare(G, D, *opts.values())
         self.G, self.D = prepared[0], prepared[1]
         self.optimizers = dict(zip(opts, prepared[2:], strict=True))
         self.G_raw, self.D_raw = self.acc.unwrap_model(self.G), self.acc.unwrap_model(self.D)
         self.phases = rule.build_phases(cfg, self.space, self.optimizers)
+        # from the converted G: same module classes and state names (plain BN in eval)
+        self.ema = EMA(self.G_raw, cfg.model.ema_half_life_images, cfg.model.ema_rampup,
+                       cfg.train.global_batch_size)
 
         self.source = open_source(
             cfg.data, index, rank=self.rank, world_size=self.world_size,
@@ -101,13 +113,24 @@ class Trainer:
         # full test set on a checkpoint).
         self.eval_data = (load_eval_data(cfg, limit=EVAL_IMAGES)
                           if cfg.log.eval_every and self.acc.is_main_process else None)
+        # FID/KID (metric "fid", all ranks): features and real statistics load on first use
+        self.fid = FidEvaluator(
+            cfg.eval.fid_data or eval_shards(cfg), cfg.eval.features, cfg.eval.inception_weights,
+            cfg.eval.fid_samples, cfg.eval.fid_batch, cfg.run.seed, self.device,
+            self.run_dir / "fid-cache") if cfg.eval.features else None
+        self.logged: tuple[int, dict[str, float]] = (-1, {})  # the last log step's values
         self.stop = StopRequest(self.run_dir / "STOP", self.acc.is_main_process)
+        self.stop_agreement = ranks.StopAgreement()
+        # fp16: optimizer steps skipped for overflow, counted on the device (read at logs)
+        self.skipped = torch.zeros((), dtype=torch.int64, device=self.device)
         self.checkpoints = CheckpointManager(
-            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save, parts=[
+            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save,
+            metrics=lambda step: self.logged[1] if self.logged[0] == step else {}, parts=[
                 Part("generator.safetensors", lambda p: save_tensors(self.G_raw, p)),
                 Part("config.yaml", lambda p: save_config(self.cfg, p)),
                 Part(STATE_FILE, lambda p: write_text_durably(
                     p, json.dumps(self.state.state_dict(), indent=1)), load=self._load_state),
+                *self.ema.parts(),
             ])
 
     # --- set-up --------------------------------------------------------------------
@@ -153,20 +176,28 @@ class Trainer:
         return StepInputs(
             cfg=cfg, space=self.space, step=step, real=real, G=self.G, D=self.D,
             G_raw=self.G_raw, D_raw=self.D_raw, sample=sample, uniforms=uniforms,
-            backward=self.acc.backward, autocast=self.acc.autocast,
+            backward=self.acc.backward, autocast=self.acc.autocast, no_sync=self.acc.no_sync,
         )
 
     # --- the loop ------------------------------------------------------------------
     def train_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        inputs = self._inputs(to_float(images.to(self.device, non_blocking=True)))
+        inputs = self._inputs(speed.layout(
+            self.cfg, to_float(images.to(self.device, non_blocking=True))))
         stats: dict[str, torch.Tensor] = {}
         fakes = None  # the batch the D phase makes and the G phase uses
+        scaler = self.acc.scaler
         for phase in self.phases:
             phase.optimizer.zero_grad(set_to_none=True)
             phase_stats, fakes = phase.run(inputs, fakes)
             stats |= phase_stats
             faults.poison_grads(phase.name, phase.optimizer, self.rank, self.state.step + 1)
+            scale = None if scaler is None else scaler._scale.clone()
             phase.optimizer.step()
+            if scaler is not None:
+                # The scaler backs off (scale shrinks) exactly when it skipped the step. A
+                # device comparison, unlike step_was_skipped (a host sync in scaler.step,
+                # and always False with fused Adam: accelerate #4242).
+                self.skipped += (scaler._scale < scale).sum()
         return stats
 
     def fit(self) -> str:
@@ -188,22 +219,26 @@ class Trainer:
         bar = tqdm(total=cfg.train.max_steps, initial=self.state.step, dynamic_ncols=True,
                    disable=not (self.acc.is_main_process and cfg.log.progress))
         batches = iter(self.source)
-        ended, stopping, skipped = "complete", False, 0
+        ended, stopping = "complete", False
         while self.state.step < cfg.train.max_steps:
+            waited = time.perf_counter()
             images, _labels = next(batches)  # labels are for evaluation only
+            waited = time.perf_counter() - waited  # host clock: no device sync
             stats = self.train_step(images)
-            skipped += sum(int(o.step_was_skipped) for o in self.optimizers.values())
             self.state.step += 1
             self.state.images_seen += cfg.train.global_batch_size
+            self.ema.update(self.G_raw, self.state.images_seen)
             self.state.epoch = self.source.epoch
-            self.tracker.add(stats)
+            self.tracker.add(stats, data_wait_s=waited)
             bar.update(1)
 
             step = self.state.step
             faults.inject("step", self.rank, step)
-            stopping = ranks.agree(self.stop.local(), self.device)
+            stopping = self.stop_agreement.poll(self.stop.local())  # read a step later
             last = stopping or step == cfg.train.max_steps
-            self._log(step, last, skipped, bar)
+            if last:
+                self.stop_agreement.drain()  # leave no collective in flight
+            self._log(step, last, bar)
             if cfg.dist.check_every and step % cfg.dist.check_every == 0:
                 self.check_ranks()
             if cfg.log.images_every and step % cfg.log.images_every == 0 or last:
@@ -222,27 +257,28 @@ class Trainer:
             print(f"{ended} at step {self.state.step}; run dir {self.run_dir}", flush=True)
         return ended
 
-    def _log(self, step: int, last: bool, skipped: int, bar: tqdm) -> None:
+    def _log(self, step: int, last: bool, bar: tqdm) -> None:
         """At log steps (collective): metrics averaged over steps and ranks, evaluation."""
         cfg = self.cfg
-        evaluating = bool(cfg.log.eval_every) and step % cfg.log.eval_every == 0
-        if not (step % cfg.log.every == 0 or last or evaluating):
+        due = cfg.log.metrics_at(step)
+        if not (step % cfg.log.every == 0 or last or due):
             return
         extra = {"progress/epoch": float(self.state.epoch),
                  "progress/images_seen": float(self.state.images_seen)}
-        if evaluating:
-            extra |= self.evaluate()  # main process only; {} elsewhere
+        if due:
+            extra |= self.evaluate(due)
         if self.acc.scaler is not None:
             extra |= {"amp/scale": float(self.acc.scaler.get_scale()),
-                      "amp/skipped_steps": float(skipped)}
+                      "amp/skipped_steps": float(self.skipped)}  # a log step: may sync
         values = self.tracker.flush(step, extra)
+        self.logged = (step, values)
         bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items()
                          if k.startswith(("loss/", "mi/c1"))})
 
     # --- checks, pictures, checkpoints -------------------------------------------------
     def _named_state(self, skip_bn_stats: bool) -> list[tuple[str, torch.Tensor]]:
         return list(ranks.state_tensors(
-            {"G": self.G_raw, "D": self.D_raw},
+            {"G": self.G_raw, "D": self.D_raw, **self.ema.models()},
             {k: o.optimizer for k, o in self.optimizers.items()}, skip_bn_stats=skip_bn_stats))
 
     def check_ranks(self) -> None:
@@ -255,17 +291,18 @@ class Trainer:
         self.check_ranks()
         self.state.data = gather_object([self.source.state_dict()])
 
-    def evaluate(self) -> dict[str, float]:
-        """Scores the codes against the labels (`eval/acc/c1`, ...); main process only,
-        no collective. The tracker writes them with the step's other metrics."""
-        if not self.acc.is_main_process:
-            return {}
-        images, labels = self.eval_data
+    def evaluate(self, names: list[str]) -> dict[str, float]:
+        """The metrics `names` (scores.METRICS): a collective one on every rank, the others
+        on the main process alone. The tracker writes the main process's values with the
+        step's other metrics."""
+        images, labels = self.eval_data or (None, None)
         inputs = EvalInputs(self.G_raw, self.D_raw, self.space, images, labels, self.device,
-                            EVAL_SAMPLES)
+                            EVAL_SAMPLES, sampler=self.ema.sampler(self.G_raw), fid=self.fid)
         out: dict[str, float] = {}
-        for name in self.cfg.log.eval_metrics:
-            out |= METRICS[name](inputs)
+        for name in names:
+            metric = METRICS[name]
+            if metric.collective or self.acc.is_main_process:
+                out |= metric.fn(inputs)
         return out
 
     def dump_state(self, out: Path) -> None:
@@ -277,6 +314,6 @@ class Trainer:
 
     def save_pictures(self, step: int) -> None:
         if self.acc.is_main_process:
-            paths = save_pictures(self.G_raw, self.space, self.cfg.run.seed,
+            paths = save_pictures(self.ema.sampler(self.G_raw), self.space, self.cfg.run.seed,
                                   self.run_dir / "samples" / f"step-{step:08d}.png")
             self.tracker.images(step, paths)

@@ -6,13 +6,21 @@ batch travels from phase to phase explicitly (Phase.run takes and returns it).
 A phase's role says how D is used, which is where the DDP rules live:
 - "D": D learns. The fakes are detached; every view of the images (real, fake,
   augmented) is its own forward of the DDP-wrapped D paired with its own backward
-  (DDP does not support several forwards of one module before a backward).
+  (DDP does not support several forwards of one module before a backward). All but
+  the last backward run under `no_sync` and accumulate locally; the last one
+  all-reduces the sum: one gradient all-reduce per optimizer step.
 - "G": G learns through a frozen, unwrapped D (DDP never sees these forwards): one
   forward per view, one backward of their sum.
 - "info": G and D (trunk and Q) learn from fresh fakes. All views go through the
   DDP-wrapped D in ONE forward (concatenated), so G's graph has a single backward.
 Each forward asks D only for the heads its terms read, so DDP (find_unused_parameters)
-sees the other head as unused rather than waiting for its gradients.
+sees the other head as unused rather than waiting for its gradients. find_unused_parameters
+costs a graph traversal per backward, so it is on only where a phase really leaves part
+of D unused (`UpdateRule.leaves_parameters_unused`). Where a D phase uses both heads
+over its views but its last, synchronizing view reads one, that forward (under DDP
+only) also computes the other head and adds it with weight 0 (StyleGAN2-ADA's trick):
+DDP sees every parameter in the backward that all-reduces, the gradients gain exact
+zeros, and one process (no DDP) runs exactly what it ran before.
 
 three_optimizers (the seed): D on real vs detached fake; G (non-saturating) through a
 frozen D; info on fresh latents over G's and D's parameters.
@@ -41,6 +49,7 @@ from .terms import LOSS_TERMS, LossTerm, Stats, View
 # Keys of the latent draws: the D and G phases share one fake batch, info draws afresh.
 # AUG_DRAW keys the transform parameters of the augmented view.
 FAKE_DRAW, INFO_DRAW, AUG_DRAW = 0, 2, 3
+_CPU = torch.device("cpu")
 
 
 @dataclass
@@ -60,6 +69,9 @@ class StepInputs:
     uniforms: Callable[[int], torch.Tensor]  # draw key -> this rank's transform parameters
     backward: Callable[[torch.Tensor], None]
     autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+    # module -> DDP's no_sync (gradients accumulate locally); a no-op on one process
+    no_sync: Callable[[nn.Module], contextlib.AbstractContextManager[Any]] = (
+        lambda module: contextlib.nullcontext())
 
 
 @dataclass
@@ -91,27 +103,62 @@ class UpdateRule:
     optimizers: tuple[OptimizerSpec, ...]
     phases: tuple[PhaseSpec, ...]
 
-    def build_optimizers(self, cfg: Config, G: nn.Module, D: nn.Module
-                         ) -> dict[str, torch.optim.Optimizer]:
+    def build_optimizers(self, cfg: Config, G: nn.Module, D: nn.Module,
+                         device: torch.device = _CPU) -> dict[str, torch.optim.Optimizer]:
         """Parameter lists in module order, the same every run, so a resumed optimizer
-        state lands on the same tensors."""
+        state lands on the same tensors. `device`: where training runs (optim.adam)."""
         modules = {"G": G, "D": D}
         return {
             o.name: torch.optim.Adam(
                 itertools.chain.from_iterable(modules[m].parameters() for m in o.modules),
-                lr=getattr(cfg.optim, o.lr), betas=tuple(cfg.optim.betas))
+                lr=getattr(cfg.optim, o.lr), betas=tuple(cfg.optim.betas),
+                **ADAM[cfg.optim.adam](device))
             for o in self.optimizers
         }
 
+    def leaves_parameters_unused(self, cfg: Config) -> bool:
+        """Whether some phase's backward through the DDP-wrapped D leaves one of D's
+        heads without a gradient, which is when DDP needs find_unused_parameters=True.
+        G has one output, so every phase that uses G uses all of it."""
+        return any(_HEADS - {LOSS_TERMS[n].head for n in _term_names(spec, cfg)}
+                   for spec in self.phases if _THROUGH_DDP[spec.role])
+
     def build_phases(self, cfg: Config, space: LatentSpace,
                      optimizers: dict[str, torch.optim.Optimizer]) -> list[Phase]:
-        phases = []
-        for spec in self.phases:
-            names = [*spec.terms, *(n for n in LOSS_TERMS if spec.role in LOSS_TERMS[n].roles)]
-            terms = [LOSS_TERMS[n](cfg, space) for n in names if LOSS_TERMS[n].weight(cfg) > 0]
-            phases.append(Phase(spec, optimizers[spec.name], terms))
-        return phases
+        return [Phase(spec, optimizers[spec.name],
+                      [LOSS_TERMS[n](cfg, space) for n in _term_names(spec, cfg)])
+                for spec in self.phases]
 
+
+_HEADS = {"adv", "q"}
+# role -> whether its D forwards go through the DDP-wrapped D (G: the unwrapped, frozen D)
+_THROUGH_DDP = {"D": True, "G": False, "info": True}
+
+
+def _term_names(spec: PhaseSpec, cfg: Config) -> list[str]:
+    """The phase's terms that are on: built-in ones in order, then extensions by role."""
+    names = [*spec.terms, *(n for n in LOSS_TERMS if spec.role in LOSS_TERMS[n].roles)]
+    return [n for n in names if LOSS_TERMS[n].weight(cfg) > 0]
+
+
+def _fused_devices() -> list[str]:
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    return _get_fused_kernels_supported_devices()
+
+
+# optim.adam: device -> torch.optim.Adam keyword arguments. The implementations differ
+# in summation order only (the same update rule); the state (step, exp_avg, exp_avg_sq)
+# has the same keys, so a checkpoint resumes under any of them (torch moves `step` to
+# the device fused Adam wants). fused: one kernel over all tensors (CPU: 7.0 -> 1.6 ms
+# per step of the seed's MLP parameters, BENCHMARKS.md).
+ADAM: Registry[Callable[[torch.device], dict[str, bool]]] = Registry("optim.adam")
+ADAM.add("auto", lambda device: {"fused": True} if device.type in _fused_devices()
+         else {"foreach": True})
+ADAM.add("fused", lambda device: {"fused": True})
+ADAM.add("foreach", lambda device: {"foreach": True})
+ADAM.add("for_loop", lambda device: {"foreach": False})
+ADAM.add("torch_default", lambda device: {})  # for_loop on CPU, foreach on CUDA
 
 UPDATE_RULES: Registry[UpdateRule] = Registry("train.update")
 UPDATE_RULES.add("three_optimizers", UpdateRule(
@@ -151,6 +198,7 @@ class Phase:
         self.name, self.role, self.spec = spec.name, spec.role, spec
         self.optimizer = optimizer
         self.terms = terms
+        self.heads = {t.head for t in terms}  # D's heads the phase reads, over all views
         self.groups: dict[str, list[LossTerm]] = {}  # view -> terms, in first-use order
         for t in terms:
             self.groups.setdefault(t.view, []).append(t)
@@ -199,11 +247,23 @@ def _judge(D: nn.Module, view: View, terms: list[LossTerm]) -> View:
 
 
 def _run_d(phase: Phase, inputs: StepInputs, fakes: Fakes | None, stats: Stats) -> None:
-    for name, terms in phase.groups.items():
-        with inputs.autocast():
-            view = _judge(inputs.D, phase._view(inputs, name, fakes, detach=True), terms)
-            loss = phase._loss(view, stats)
-        inputs.backward(loss)
+    groups = list(phase.groups.items())
+    wrapped = inputs.D is not inputs.D_raw  # DDP: more than one process
+    for i, (name, terms) in enumerate(groups):
+        last = i == len(groups) - 1
+        # The earlier backwards accumulate locally; the last one all-reduces the sum.
+        with contextlib.nullcontext() if last else inputs.no_sync(inputs.D):
+            with inputs.autocast():
+                view = phase._view(inputs, name, fakes, detach=True)
+                missing = phase.heads - {t.head for t in terms} if last and wrapped else set()
+                if not missing:
+                    loss = phase._loss(_judge(inputs.D, view, terms), stats)
+                else:  # the synchronizing backward reaches every head (module docstring)
+                    view.logit, view.q = inputs.D(view.images, head="both")
+                    outputs = {"adv": view.logit, "q": view.q}
+                    loss = phase._loss(view, stats) + 0.0 * sum(
+                        outputs[h].float().sum() for h in sorted(missing))
+            inputs.backward(loss)
 
 
 def _run_g(phase: Phase, inputs: StepInputs, fakes: Fakes | None, stats: Stats) -> None:

@@ -46,12 +46,19 @@ class DataConfig:
     cache_max_gb: float = 0.0  # cache size limit in GB (1e9 bytes), LRU eviction; 0 = no limit
     s3_endpoint_url: str = ""  # S3-compatible store URL; "" = AWS_ENDPOINT_URL(_S3) or AWS
     retry_s: float = 30.0  # seconds a remote read retries transient faults without progress
+    # stream mode on CUDA: each batch in pinned host memory, so its copy to the device is
+    # asynchronous (non_blocking); off until measured on GPUs; no effect on CPU
+    pin_memory: bool = False
 
 
 @dataclass
 class ModelConfig:
     arch: str = choice("infogan_mnist", "infogan_dist.models:MODELS")  # registry models.MODELS
     width: float = 1.0  # multiplies every hidden size; < 1 only for quick tests
+    # EMA of G's weights (infogan_dist/ema.py): half-life in images; 0 = off. When on,
+    # pictures, eval, sample and FID use the EMA generator unless told otherwise.
+    ema_half_life_images: float = 0.0
+    ema_rampup: float = 0.05  # half-life <= this x images seen (early steps); 0 = no ramp
 
 
 @dataclass
@@ -80,6 +87,10 @@ class OptimConfig:
     lr_g: float = 1e-3  # Adam learning rate of G
     lr_info: float = 2e-4  # Adam learning rate of the info optimizer (G and D)
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam (beta1, beta2)
+    # Adam's implementation (registry updates.ADAM): auto = fused where torch has a fused
+    # kernel for the device (CPU and CUDA in torch 2.14), else foreach; fused, foreach and
+    # for_loop force one; torch_default = torch's choice (for_loop on CPU, foreach on CUDA)
+    adam: str = choice("auto", "infogan_dist.updates:ADAM")
 
 
 @dataclass
@@ -90,25 +101,78 @@ class TrainConfig:
     max_steps: int = 5000  # optimizer iterations (one D, G and info update each)
     precision: Literal["no", "bf16", "fp16"] = "no"  # fp16 needs a GPU
     resume: str = "auto"  # auto: newest complete checkpoint; none; or a checkpoint dir
+    # GPU options (speed.py), off until measured on GPU nodes:
+    compile: bool = False  # torch.compile G's and D's forward (Module.compile, in place)
+    channels_last: bool = False  # NHWC layout for conv weights and real images
+    tf32: bool = False  # TF32 for fp32 matmuls/convs on GPUs that have it (Ampere+); CPU: none
 
 
 @dataclass
 class CheckpointConfig:
     every: int = 500  # steps between checkpoints; one is always written at the end
     keep: int = 2  # complete checkpoints kept; >= 2 so a crash mid-save leaves one
+    # a metric name (e.g. eval/fid, eval/acc/c1): the checkpoint where it was best is kept
+    # in checkpoints/best/ apart from the rotating ones; "" = off. The metric must be
+    # computed at checkpoint steps (validated: its interval divides checkpoint.every).
+    keep_best: str = ""
+    # min, max, or auto: min for eval/fid, eval/kid, eval/mse/*, loss/*; max for
+    # eval/acc/*, eval/mi/* (BEST_DIRECTION); another metric needs min or max
+    keep_best_mode: Literal["auto", "min", "max"] = "auto"
+
+
+# keep_best_mode=auto: the direction of a metric by its name's prefix
+BEST_DIRECTION = {"eval/fid": "min", "eval/kid": "min", "eval/mse/": "min", "loss/": "min",
+                  "eval/acc/": "max", "eval/mi/": "max"}
+
+
+def best_direction(metric: str, mode: str) -> str | None:
+    """min or max for checkpoint.keep_best, None when auto does not know the metric."""
+    if mode != "auto":
+        return mode
+    return next((d for prefix, d in BEST_DIRECTION.items() if metric.startswith(prefix)), None)
 
 
 @dataclass
 class LogConfig:
     every: int = 50  # steps between metric reductions (each one is a host sync)
     images_every: int = 500  # steps between traversal pictures; 0 = only at the end
-    eval_every: int = 0  # steps between evaluations of the codes; 0 = never
-    # what an evaluation computes: names in scores.METRICS (codes: accuracy, MI, MSE)
+    eval_every: int = 0  # steps between evaluations (log.eval_metrics); 0 = never
+    # what an evaluation computes: names in scores.METRICS (codes: accuracy, MI, MSE;
+    # fid: eval/fid and eval/kid, on every rank, needs eval.features)
     eval_metrics: list[str] = field(default_factory=lambda: ["codes"],
                                     metadata={"registry": "infogan_dist.scores:METRICS"})
+    fid_every: int = 0  # steps between FID/KID evaluations (metric "fid"); 0 = never
     wandb: Literal["online", "offline", "off"] = "offline"  # online needs WANDB_API_KEY
     project: str = "infogan-dist"  # W&B project
     progress: bool = True  # progress bar on the main process
+
+    def metrics_at(self, step: int) -> list[str]:
+        """The metrics due after `step`: eval_metrics every eval_every steps, fid every
+        fid_every steps."""
+        names = list(self.eval_metrics) if self.eval_every and step % self.eval_every == 0 \
+            else []
+        if self.fid_every and step % self.fid_every == 0 and "fid" not in names:
+            names.append("fid")
+        return names
+
+    def interval_of(self, metric: str) -> int:
+        """Steps between computations of a metric name (eval/...); 0 = never."""
+        fid = metric.startswith(("eval/fid", "eval/kid"))
+        if fid and self.fid_every:
+            return self.fid_every
+        listed = "fid" in self.eval_metrics if fid else bool(self.eval_metrics)
+        return self.eval_every if listed else 0
+
+
+@dataclass
+class EvalConfig:
+    # FID/KID features: a directory from `infogan train-features`, or "inception" (with
+    # eval.inception_weights); "" = none (then the fid metric is refused)
+    features: str = ""
+    inception_weights: str = ""  # local safetensors file of the FID Inception (no download)
+    fid_samples: int = 10_000  # generated images per FID/KID (FID depends on this count)
+    fid_batch: int = 250  # images per feature-network forward (chunks are split over ranks)
+    fid_data: str = ""  # real images of FID; "" = data.eval_shards, else data.shards
 
 
 @dataclass
@@ -129,6 +193,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     dist: DistConfig = field(default_factory=DistConfig)
 
     @property
@@ -144,6 +209,9 @@ class Config:
                "a non-empty name without '/'")
         _check(self.data.num_workers >= 0, "data.num_workers", self.data.num_workers, ">= 0")
         _check(self.model.width > 0, "model.width", self.model.width, "> 0")
+        _check(self.model.ema_half_life_images >= 0, "model.ema_half_life_images",
+               self.model.ema_half_life_images, ">= 0 images (0 = off)")
+        _check(self.model.ema_rampup >= 0, "model.ema_rampup", self.model.ema_rampup, ">= 0")
         _check(self.latent.noise_dim >= 1, "latent.noise_dim", self.latent.noise_dim, ">= 1")
         _check(all(k >= 2 for k in self.latent.categorical), "latent.categorical",
                self.latent.categorical, "class counts >= 2")
@@ -166,11 +234,35 @@ class Config:
         _check(self.checkpoint.keep >= 2, "checkpoint.keep", self.checkpoint.keep,
                ">= 2 (a crash while saving must leave a complete checkpoint)")
         _check(self.log.every >= 1, "log.every", self.log.every, ">= 1")
-        for key in ("images_every", "eval_every"):
+        for key in ("images_every", "eval_every", "fid_every"):
             _check(getattr(self.log, key) >= 0, f"log.{key}", getattr(self.log, key), ">= 0")
+        self._check_fid_and_best()
         _check(self.dist.check_every >= 0, "dist.check_every", self.dist.check_every, ">= 0")
         _check(self.dist.timeout_s >= 5, "dist.timeout_s", self.dist.timeout_s, ">= 5 seconds")
         self._check_registered()
+
+    def _check_fid_and_best(self) -> None:
+        fid = self.log.fid_every > 0 or "fid" in self.log.eval_metrics
+        if fid:
+            _check(self.eval.features, "eval.features", self.eval.features,
+                   "a directory from `infogan train-features`, or inception (FID is on: "
+                   "log.fid_every or fid in log.eval_metrics)")
+        if self.eval.features == "inception":
+            _check(self.eval.inception_weights, "eval.inception_weights",
+                   self.eval.inception_weights, "a local safetensors file of the FID Inception")
+        _check(self.eval.fid_samples >= 2, "eval.fid_samples", self.eval.fid_samples, ">= 2")
+        _check(self.eval.fid_batch >= 1, "eval.fid_batch", self.eval.fid_batch, ">= 1")
+        best = self.checkpoint.keep_best
+        if best:
+            _check(best_direction(best, self.checkpoint.keep_best_mode),
+                   "checkpoint.keep_best_mode", self.checkpoint.keep_best_mode,
+                   f"min or max: auto knows only {', '.join(BEST_DIRECTION)}*")
+            every = self.log.interval_of(best)
+            fid = "log.fid_every, or " if best.startswith(("eval/fid", "eval/kid")) else ""
+            _check(every and self.checkpoint.every % every == 0, "checkpoint.keep_best", best,
+                   f"a metric computed at every checkpoint: checkpoint.every="
+                   f"{self.checkpoint.every} must be a multiple of the interval that computes "
+                   f"it ({fid}log.eval_every with it in log.eval_metrics; now {every})")
 
     def _check_registered(self) -> None:
         """Choice fields against their registries (imported here: they import the schema)."""

@@ -42,7 +42,8 @@ __all__ = [
 SOURCES: Registry[Callable[..., Any]] = Registry("data.mode")
 SOURCES.add("memory", lambda cfg, index, *, device, **kw: MemorySource(index, device=device, **kw))
 SOURCES.add("stream", lambda cfg, index, *, device, **kw: StreamSource(
-    index, num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer, **kw))
+    index, num_workers=cfg.num_workers, shuffle_buffer=cfg.shuffle_buffer,
+    pin_memory=cfg.pin_memory and torch.device(device).type == "cuda", **kw))
 
 
 def open_source(

@@ -5,6 +5,8 @@
     infogan prepare-data --out data/cifar10/train --torchvision CIFAR10 --root ~/tv --download
     infogan prepare-data --out data/faces --folder photos/ --size 64
     infogan prepare-data --out s3://my-bucket/fmnist/train --images ... --labels ...
+    infogan prepare-data --out data/mnist/heldout --offset 5000 --limit 5000 \
+        --images t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz
 
 Output: DIR/shard-NNNNNN.tar (per sample `{key}.png` and, with labels, `{key}.cls`) and
 DIR/index.json, written last and atomically so a half-written directory has no index.
@@ -308,7 +310,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (shards + index.json), "
                    "or s3://bucket/prefix (uploaded, index.json last)")
     p.add_argument("--shard-size", type=int, default=5000, help="images per shard (default 5000)")
-    p.add_argument("--limit", type=int, default=None, help="keep only the first N images")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N images "
+                   "(after --offset)")
+    p.add_argument("--offset", type=int, default=0,
+                   help="skip the first N images (with --limit: a held-out split, e.g. "
+                        "--limit 5000 for training and --offset 5000 for scoring)")
     src = p.add_argument_group("source (exactly one)")
     src.add_argument("--images", help="IDX image file (.gz or plain), as MNIST/Fashion-MNIST")
     src.add_argument("--labels", help="IDX label file matching --images")
@@ -333,24 +339,34 @@ def run(args: argparse.Namespace) -> int:
                          f"--torchvision NAME --root DIR, or --folder DIR (got {given or 'none'})")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.offset < 0:
+        raise ValueError(f"--offset must be >= 0, got {args.offset}")
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be >= 1, got {args.size}")
+    # the sources read up to offset + limit; the slice below drops the offset
+    upto = args.offset + args.limit if args.limit else None
     if args.images or args.labels:
         if not (args.images and args.labels):
             raise ValueError("--images and --labels go together")
         images, labels = _from_idx(args.images, args.labels)
-        images, labels = images[: args.limit], labels[: args.limit]
+        images, labels = images[:upto], labels[:upto]
         num_classes = int(labels.max()) + 1
         source = f"idx {args.images} {args.labels}"
     elif args.torchvision:
         if not args.root:
             raise ValueError("--torchvision needs --root DIR (where the dataset lies)")
         images, labels, num_classes = _from_torchvision(
-            args.torchvision, args.root, args.split, args.download, args.size, args.limit)
+            args.torchvision, args.root, args.split, args.download, args.size, upto)
         source = f"torchvision {args.torchvision} {args.split} {args.root}"
     else:
-        images, labels, num_classes = _from_folder(args.folder, args.size, args.limit)
+        images, labels, num_classes = _from_folder(args.folder, args.size, upto)
         source = f"folder {args.folder} shuffled (seed 0)"
+    if args.offset:
+        if args.offset >= len(images):
+            raise ValueError(f"--offset {args.offset}: the source has only {len(images)} images")
+        images = images[args.offset:]
+        labels = None if labels is None else labels[args.offset:]
+        source += f" offset {args.offset}"
     if args.limit:
         source += f" limit {args.limit}"
     index = write_shards(images, labels, args.out, args.shard_size, source, num_classes)

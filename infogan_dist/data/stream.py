@@ -151,6 +151,7 @@ class StreamSource:
         seed: int,
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
+        pin_memory: bool = False,
     ):
         if global_batch % world_size:
             raise ValueError(f"global batch {global_batch} does not split over {world_size} ranks")
@@ -159,6 +160,7 @@ class StreamSource:
         self.index, self.rank, self.world_size, self.seed = index, rank, world_size, seed
         self.batch = global_batch // world_size
         self.num_workers, self.shuffle_buffer = num_workers, max(1, shuffle_buffer)
+        self.pin_memory = pin_memory  # batches in page-locked memory: async device copies
         check_split(index, world_size, num_workers, self.batch)
         self._names = {n: i for i, n in enumerate(index.names)}
         self._start(epoch=0, k=0, done=set())
@@ -268,7 +270,7 @@ class StreamSource:
                 self._k += 1
                 if self._k == self.batches_per_epoch:
                     self._start(self._epoch + 1, 0, set())  # state says "next epoch" already
-                yield images, labels
+                yield (images.pin_memory() if self.pin_memory else images), labels
         finally:
             # Stop this epoch's workers now, also when the consumer abandons the iterator.
             shutdown = getattr(it, "_shutdown_workers", None)

@@ -72,7 +72,8 @@ def _assert_complete_state(state: dict[str, torch.Tensor], info: bool = True) ->
 @pytest.mark.parametrize("batchnorm,update", [
     ("sync", []), ("local", []),
     ("sync", ["train.update=paper", "loss.q_augment=1"]),  # two optimizers, 3 D forwards
-], ids=["sync", "local", "paper-q_augment"])
+    ("sync", ["model.ema_half_life_images=200"]),  # the EMA generator is compared too
+], ids=["sync", "local", "paper-q_augment", "ema"])
 def test_ranks_bitwise_identical_after_training(shards, tmp_path, batchnorm, update):
     """2 ranks, 20 steps of the conv model (BatchNorm in G, D's trunk and the Q head):
     every parameter, buffer and Adam state tensor is bitwise equal on both ranks. With
@@ -85,7 +86,9 @@ def test_ranks_bitwise_identical_after_training(shards, tmp_path, batchnorm, upd
               "dist.check_every=1", "log.images_every=0", *update, env=_dump_env(dump))
     assert "2 process(es)" in r.stdout
     s0, s1 = load_file(str(dump / "rank0.safetensors")), load_file(str(dump / "rank1.safetensors"))
-    _assert_complete_state(s0, info=not update)
+    _assert_complete_state(s0, info="train.update=paper" not in update)
+    if "model.ema_half_life_images=200" in update:
+        assert any(n.startswith("G_ema.") for n in s0), "the EMA is not in the fingerprint"
     assert (tmp_path / "sync/checkpoints/step-00000020/COMPLETE").is_file()
 
     differ = _bitwise_differences(s0, s1, skip_bn_stats=batchnorm == "local")

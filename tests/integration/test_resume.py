@@ -38,7 +38,9 @@ SMOKE = "configs/smoke.yaml"
 LAUNCH = {1: "launch/cpu.yaml", 2: "launch/cpu_ddp.yaml"}
 N = 10  # checkpoint.every of configs/smoke.yaml; the runs go to 2N
 BATCH = 16  # train.global_batch_size of configs/smoke.yaml
-MODEL_FILES = ("model.safetensors", "model_1.safetensors", "generator.safetensors")
+# the EMA generator is on in these runs: exact resume covers it too
+MODEL_FILES = ("model.safetensors", "model_1.safetensors", "generator.safetensors",
+               "generator_ema.safetensors")
 OPTIMIZER_FILES = ("optimizer.bin", "optimizer_1.bin", "optimizer_2.bin")
 
 
@@ -46,7 +48,7 @@ OPTIMIZER_FILES = ("optimizer.bin", "optimizer_1.bin", "optimizer_2.bin")
 
 def opts(shards: Path, out: Path, name: str, *more: str) -> list[str]:
     return [f"data.shards={shards}", f"run.output_dir={out}", f"run.name={name}",
-            "log.images_every=0", *more]
+            "log.images_every=0", "model.ema_half_life_images=100", *more]
 
 
 def launch(ranks: int, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:

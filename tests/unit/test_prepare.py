@@ -225,3 +225,24 @@ def test_folder_of_gray_and_color_says_it_writes_rgb(tmp_path, capsys):
     assert code == 0 and "(3x4x4, no labels)" in out
     assert f"note: 1 of 2 images are grayscale (e.g. {tmp_path / 'src/a.png'}); all are " \
            "written as RGB" in out
+
+
+def test_offset_and_limit_make_disjoint_held_out_splits(tmp_path, capsys):
+    """--limit 60 and --offset 60 --limit 40: the first 60 digits and the next 40, as
+    the held-out protocol needs (train on one part, score on the other)."""
+    images, labels = digits_idx()
+    full_images = read_idx(images)[:100]
+    code, _, _ = _run(["--out", tmp_path / "a", "--images", images, "--labels", labels,
+                       "--limit", 60, "--shard-size", 50], capsys)
+    code_b, _, _ = _run(["--out", tmp_path / "b", "--images", images, "--labels", labels,
+                         "--offset", 60, "--limit", 40, "--shard-size", 50], capsys)
+    assert code == code_b == 0
+    a, _ = _decoded(tmp_path / "a")
+    b, _ = _decoded(tmp_path / "b")
+    assert len(a) == 60 and len(b) == 40
+    np.testing.assert_array_equal(a.reshape(60, 28, 28), full_images[:60])
+    np.testing.assert_array_equal(b.reshape(40, 28, 28), full_images[60:100])
+    assert "offset 60" in read_index(str(tmp_path / "b")).source
+    code, _, err = _run(["--out", tmp_path / "c", "--images", images, "--labels", labels,
+                         "--offset", 10**6], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--offset 1000000" in err
