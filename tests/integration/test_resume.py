@@ -305,7 +305,8 @@ def test_resume_allows_safe_changes(runs, tmp_path):
     run = moved / "full1"
     r = train(LAUNCH[1], SMOKE, f"data.shards={runs.shards}", f"run.output_dir={moved}",
               "run.name=full1", "train.resume=auto", "train.max_steps=26", "log.every=3",
-              "log.images_every=11", "checkpoint.every=4")
+              "log.images_every=11", "checkpoint.every=4",
+              "model.ema_half_life_images=100")  # as the run was trained (frozen key)
     assert f"resumed from {step_dir(run, 2 * N)} at step {2 * N}" in out(r)
     assert [m["step"] for m in metrics(run)] == [5, 10, 15, 20, 21, 24, 26]
     assert listing(run) == ["step-00000024", "step-00000026"]  # every 4, keep 2
