@@ -126,7 +126,7 @@ class Trainer:
 
     def _load_state(self, path: Path) -> None:
         holds = TrainerState(image_shape=list(self.index.image_shape))
-        self.state.load_state_dict(read_state(path / STATE_FILE))
+        self.state.load_state_dict(read_state(path))  # Part.load gets the checkpoint dir
         if self.state.image_shape and self.state.image_shape != holds.image_shape:
             raise CheckpointError(
                 f"{path} holds a model of {self.state.image_shape} images, but data.shards="
