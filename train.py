@@ -10,8 +10,9 @@
         --config configs/mnist.yaml
     python train.py --config configs/mnist.yaml --dry-run     # print the resolved config
 
-Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config or data
-(one-line error, before any process group starts); 1 anything else.
+Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config, data or
+checkpoints (one-line error, before any process group starts where possible); 1 training
+diverged past train.nonfinite, a full disk (one line), or anything else.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pathlib import Path
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from infogan_dist.checkpoint import CheckpointError
 from infogan_dist.config import ConfigError, load_config
 from infogan_dist.data import ShardError
+from infogan_dist.guard import TrainingFailed
 
 DEFAULT_CONFIG = "configs/fashion_mnist.yaml"
 # What makes the default recipe's data, for the one-line error when it is missing.
@@ -61,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         from infogan_dist.preflight import preflight
 
         index = preflight(cfg)
-    except (ConfigError, ShardError) as e:
+    except (ConfigError, ShardError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
-    from infogan_dist.checkpoint import CheckpointError
     from infogan_dist.trainer import Trainer
 
     try:
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except TrainingFailed as e:  # diverged past train.nonfinite, or a full disk
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

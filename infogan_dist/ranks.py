@@ -115,6 +115,16 @@ def agree(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def any_rank(flag: torch.Tensor) -> bool:
+    """True on every rank if the bool tensor `flag` is True on any rank: one tiny
+    all-reduce and the one host sync of the caller."""
+    _, size = world()
+    t = flag.to(torch.int32).reshape(1)
+    if size > 1:
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:
     """Two int64 sums over the raw bits: any single changed bit changes them."""
     t = t.detach().contiguous().reshape(-1)

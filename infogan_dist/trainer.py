@@ -44,6 +44,7 @@ from .checkpoint import (
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
 from .data.labelled import load_eval_data
+from .guard import ROLLBACK_BUDGET, Diverged, TrainingFailed
 from .latent import LatentSpace
 from .models import build_models
 from .pictures import save_pictures
@@ -84,7 +85,7 @@ class Trainer:
         if cfg.dist.batchnorm == "sync":
             ranks.convert_batchnorm(G)
             ranks.convert_batchnorm(D)
-        rule = UPDATE_RULES[cfg.train.update]
+        self.rule = rule = UPDATE_RULES[cfg.train.update]
         opts = rule.build_optimizers(cfg, G, D)
         prepared = self.acc.prepare(G, D, *opts.values())
         self.G, self.D = prepared[0], prepared[1]
@@ -103,7 +104,9 @@ class Trainer:
                           if cfg.log.eval_every and self.acc.is_main_process else None)
         self.stop = StopRequest(self.run_dir / "STOP", self.acc.is_main_process)
         self.checkpoints = CheckpointManager(
-            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save, parts=[
+            self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save,
+            must_be_finite=lambda: [t for _, t in self._named_state(skip_bn_stats=False)]
+            + self.tracker.pending(), parts=[
                 Part("generator.safetensors", lambda p: save_tensors(self.G_raw, p)),
                 Part("config.yaml", lambda p: save_config(self.cfg, p)),
                 Part(STATE_FILE, lambda p: write_text_durably(
@@ -111,8 +114,8 @@ class Trainer:
             ])
 
     # --- set-up --------------------------------------------------------------------
-    def _start(self) -> None:
-        """Run directory, then the checkpoint to resume from, then tracking."""
+    def _start(self) -> Path | None:
+        """Run directory, then the checkpoint to resume from (returned; None: fresh)."""
         if self.acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
@@ -123,6 +126,25 @@ class Trainer:
         if path is not None:
             self.checkpoints.set_aside_newer(self.state.step)
             ranks.print0(f"resumed from {path} at step {self.state.step}")
+            self._apply_optim_settings()
+        return path
+
+    def _apply_optim_settings(self) -> None:
+        """optim.lr_* and optim.betas of this launch win over the values the checkpoint's
+        optimizer state just brought back (Accelerate loads param_groups too); one line
+        per changed key."""
+        changed: dict[str, tuple[object, object]] = {}
+        for spec in self.rule.optimizers:
+            want = {"lr": (f"optim.{spec.lr}", getattr(self.cfg.optim, spec.lr)),
+                    "betas": ("optim.betas", tuple(self.cfg.optim.betas))}
+            for group in self.optimizers[spec.name].param_groups:
+                for name, (key, value) in want.items():
+                    old = tuple(group[name]) if name == "betas" else group[name]
+                    if old != value:
+                        changed.setdefault(key, (old, value))
+                        group[name] = value
+        for key, (old, new) in changed.items():
+            ranks.print0(f"{key}: {old} -> {new} (changed on resume)")
 
     def _load_state(self, path: Path) -> None:
         holds = TrainerState(image_shape=list(self.index.image_shape))
@@ -136,18 +158,21 @@ class Trainer:
         self.state.model = dataclasses.asdict(self.cfg.model)
         self.state.world_size = self.world_size
         self.source.load_state_dict(self.state.data)
+        self.source.rekey(self.state.rollbacks)
 
     def _inputs(self, real: torch.Tensor) -> StepInputs:
         cfg, step = self.cfg, self.state.step
 
         def sample(draw: int):
             return self.space.sample_step(
-                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size
+                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size,
+                rekey=self.state.rollbacks,
             ).to(self.device)
 
         def uniforms(draw: int):
             return augment.step_uniforms(
-                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size
+                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size,
+                rekey=self.state.rollbacks,
             )
 
         return StepInputs(
@@ -158,7 +183,9 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------
     def train_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        inputs = self._inputs(to_float(images.to(self.device, non_blocking=True)))
+        images = faults.corrupt(images.to(self.device, non_blocking=True), self.rank,
+                                self.state.step + 1)
+        inputs = self._inputs(to_float(images))
         stats: dict[str, torch.Tensor] = {}
         fakes = None  # the batch the D phase makes and the G phase uses
         for phase in self.phases:
@@ -171,12 +198,12 @@ class Trainer:
     def fit(self) -> str:
         """Trains to train.max_steps or a stop request. Returns why it ended."""
         cfg = self.cfg
-        self._start()
+        resumed = self._start() is not None
         if self.state.step >= cfg.train.max_steps:
             ranks.print0(f"nothing to do: step {self.state.step} >= train.max_steps="
                          f"{cfg.train.max_steps}")
             return "complete"
-        self.tracker.start(self.acc, self.state.step)
+        self.tracker.start(self.acc, self.state.step, resumed)
         machine = os.environ.get("GROUP_RANK", 0)
         ranks.print0(f"rank 0/{self.world_size} machine {machine}: training {cfg.run.name} on "
                      f"{self.device}, {self.world_size} process(es), batch {self.local_batch}"
@@ -202,12 +229,18 @@ class Trainer:
             faults.inject("step", self.rank, step)
             stopping = ranks.agree(self.stop.local(), self.device)
             last = stopping or step == cfg.train.max_steps
-            self._log(step, last, skipped, bar)
-            if cfg.dist.check_every and step % cfg.dist.check_every == 0:
-                self.check_ranks()
-            if cfg.log.images_every and step % cfg.log.images_every == 0 or last:
-                self.save_pictures(step)
-            self.checkpoints.step(step, last=last)
+            try:  # the flush and the save raise Diverged on every rank at the same step
+                self._log(step, last, skipped, bar)
+                if cfg.dist.check_every and step % cfg.dist.check_every == 0:
+                    self.check_ranks()
+                if cfg.log.images_every and step % cfg.log.images_every == 0 or last:
+                    self.save_pictures(step)
+                self.checkpoints.step(step, last=last)
+            except Diverged as e:
+                batches = self._roll_back(e)
+                bar.reset(cfg.train.max_steps)
+                bar.update(self.state.step)
+                continue
             if stopping:
                 ended = f"stopped ({self.stop.reason or 'another rank'})"
                 break
@@ -220,6 +253,29 @@ class Trainer:
         if self.acc.is_main_process:
             print(f"{ended} at step {self.state.step}; run dir {self.run_dir}", flush=True)
         return ended
+
+    def _roll_back(self, e: Diverged):
+        """train.nonfinite: back to the newest checkpoint with the draws re-keyed, or
+        TrainingFailed (exit 1) once the policy's rollbacks are used up. Every rank."""
+        train, diverged_at = self.cfg.train, self.state.step
+        if self.state.rollbacks >= ROLLBACK_BUDGET[train.nonfinite](train):
+            raise TrainingFailed(
+                f"training diverged: {e}; train.nonfinite={train.nonfinite}, "
+                f"{self.state.rollbacks} of train.max_rollbacks={train.max_rollbacks} "
+                "rollbacks used; the checkpoints kept are all finite: lower the learning "
+                "rates (optim.lr_*) and resume")
+        rollbacks = self.state.rollbacks + 1
+        path = self.checkpoints.roll_back()
+        if path is None:
+            raise TrainingFailed(f"training diverged: {e}; no checkpoint to roll back to "
+                                 "(before the first one): lower the learning rates")
+        self.state.rollbacks = rollbacks  # the checkpoint holds the count of its own time
+        self.source.rekey(rollbacks)
+        self.tracker.rolled_back(self.state.step, {
+            "rollbacks": rollbacks, "diverged_step": diverged_at, "reason": str(e)})
+        ranks.print0(f"warning: training diverged: {e}; rolled back to {path} (rollback "
+                     f"{rollbacks} of {train.max_rollbacks}, random draws re-keyed)")
+        return iter(self.source)
 
     def _log(self, step: int, last: bool, skipped: int, bar: tqdm) -> None:
         """At log steps (collective): metrics averaged over steps and ranks, evaluation."""
