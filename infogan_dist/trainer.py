@@ -258,12 +258,12 @@ class Trainer:
         """train.nonfinite: back to the newest checkpoint with the draws re-keyed, or
         TrainingFailed (exit 1) once the policy's rollbacks are used up. Every rank."""
         train, diverged_at = self.cfg.train, self.state.step
-        if self.state.rollbacks >= ROLLBACK_BUDGET[train.nonfinite](train):
+        allowed = ROLLBACK_BUDGET[train.nonfinite](train)
+        if self.state.rollbacks >= allowed:
             raise TrainingFailed(
-                f"training diverged: {e}; train.nonfinite={train.nonfinite}, "
-                f"{self.state.rollbacks} of train.max_rollbacks={train.max_rollbacks} "
-                "rollbacks used; the checkpoints kept are all finite: lower the learning "
-                "rates (optim.lr_*) and resume")
+                f"training diverged: {e}; train.nonfinite={train.nonfinite} allows "
+                f"{allowed} rollback(s), {self.state.rollbacks} used; every checkpoint kept "
+                "is finite: lower the learning rates (optim.lr_*) and resume")
         rollbacks = self.state.rollbacks + 1
         path = self.checkpoints.roll_back()
         if path is None:

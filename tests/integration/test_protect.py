@@ -180,11 +180,11 @@ def test_nan_rolls_back_rekeyed_and_resumes_exactly(shards, clean2, tmp_path):
 
 
 def test_nonfinite_stop_keeps_the_last_good_checkpoint(shards, tmp_path):
-    """train.nonfinite=stop, no flush before 20 (log.every=100): the check before the
-    save at 20 refuses the non-finite state; one line, exit 1, step-10 kept, no debris."""
+    """train.nonfinite=stop, no flush before the end (log.every=100): the check before
+    the save at 20 refuses the non-finite state; one line, exit 1, step-10 kept."""
     env = launch_env() | {"INFOGAN_FAULT": "nan:0:13"}
     r = plain(*opts(shards, tmp_path, "stop", "train.nonfinite=stop", "log.every=100",
-                    "train.max_steps=20"), env=env)
+                    "train.max_steps=30"), env=env)
     assert r.returncode == 1, out(r)[-3000:]
     line = one_error_line(r)
     assert "training diverged: non-finite model, optimizer state or loss at step 20 " \
@@ -257,15 +257,18 @@ def test_max_restarts_recovers_from_a_dead_rank(shards, clean2, tmp_path, fault)
 
 
 def test_max_restarts_on_two_machines_with_c10d(shards, clean2, tmp_path):
+    """As slurm/infogan.sh launches: machine 0 hosts the c10d store (is_host) and each
+    agent announces its address (PET_LOCAL_ADDR = torchrun --local-addr)."""
     port = free_port()
-    env = launch_env() | {"INFOGAN_FAULT": "kill:1:15"}
+    env = launch_env() | {"INFOGAN_FAULT": "kill:1:15", "PET_LOCAL_ADDR": "127.0.0.1"}
     procs = []
     for machine in (0, 1):
         cmd = train_cmd("launch/cpu_ddp.yaml", SMOKE, *opts(shards, tmp_path, "nodes"),
-                        "train.max_steps=20", "dist.timeout_s=20", port=port, extra_launch=(
+                        "train.max_steps=20", port=port, extra_launch=(
                             "--num_machines", "2", "--num_processes", "2", "--machine_rank",
                             str(machine), "--main_process_ip", "127.0.0.1", "--rdzv_backend",
-                            "c10d", "--max_restarts", "1", "--monitor_interval", "0.5"))
+                            "c10d", "--rdzv_conf", f"is_host={int(machine == 0)}",
+                            "--max_restarts", "1", "--monitor_interval", "0.5"))
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     outs = []
