@@ -126,13 +126,14 @@ class Trainer:
         if path is not None:
             self.checkpoints.set_aside_newer(self.state.step)
             ranks.print0(f"resumed from {path} at step {self.state.step}")
-            self._apply_optim_settings()
+            for key, (old, new) in self._apply_optim_settings().items():
+                ranks.print0(f"{key}: {old} -> {new} (changed on resume)")
         return path
 
-    def _apply_optim_settings(self) -> None:
-        """optim.lr_* and optim.betas of this launch win over the values the checkpoint's
-        optimizer state just brought back (Accelerate loads param_groups too); one line
-        per changed key."""
+    def _apply_optim_settings(self) -> dict[str, tuple[object, object]]:
+        """optim.lr_* and optim.betas of this launch win over the values a loaded
+        checkpoint's optimizer state brought back (Accelerate loads param_groups too).
+        Returns the changes by config key: (old, new)."""
         changed: dict[str, tuple[object, object]] = {}
         for spec in self.rule.optimizers:
             want = {"lr": (f"optim.{spec.lr}", getattr(self.cfg.optim, spec.lr)),
@@ -143,8 +144,7 @@ class Trainer:
                     if old != value:
                         changed.setdefault(key, (old, value))
                         group[name] = value
-        for key, (old, new) in changed.items():
-            ranks.print0(f"{key}: {old} -> {new} (changed on resume)")
+        return changed
 
     def _load_state(self, path: Path) -> None:
         holds = TrainerState(image_shape=list(self.index.image_shape))
@@ -270,6 +270,7 @@ class Trainer:
             raise TrainingFailed(f"training diverged: {e}; no checkpoint to roll back to "
                                  "(before the first one): lower the learning rates")
         self.state.rollbacks = rollbacks  # the checkpoint holds the count of its own time
+        self._apply_optim_settings()  # this launch's optim.* again, not the checkpoint's
         self.source.rekey(rollbacks)
         self.tracker.rolled_back(self.state.step, {
             "rollbacks": rollbacks, "diverged_step": diverged_at, "reason": str(e)})
