@@ -443,7 +443,10 @@ GENERATOR_FILE, D_FILE = "generator.safetensors", "model_1.safetensors"
 
 def _not_a_checkpoint(path: Path, missing: str) -> ValueError:
     hint = "pass a checkpoints/step-N directory"
-    good, _ = list_checkpoints(path) if path.is_dir() else ([], [])
+    try:
+        good, _ = list_checkpoints(path) if path.is_dir() else ([], [])
+    except CheckpointError:  # an unreadable checkpoints/ below it: no hint, same error
+        good = []
     if good:
         hint = f"{path} is a run directory; pass one of its checkpoints, e.g. {good[-1]}"
     return ValueError(f"{path} is not a complete checkpoint (no {missing}); {hint}")
