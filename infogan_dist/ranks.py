@@ -6,8 +6,10 @@ Models never import this module; the trainer applies it from outside.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
+from datetime import timedelta
 
 import torch
 import torch.distributed as tdist
@@ -18,6 +20,25 @@ def world() -> tuple[int, int]:
     if tdist.is_available() and tdist.is_initialized():
         return tdist.get_rank(), tdist.get_world_size()
     return 0, 1
+
+
+def join_after_restart(timeout: timedelta) -> None:
+    """torch 2.14's launcher keeps one TCPStore across in-job restarts (`--max_restarts`;
+    static rendezvous: keys prefixed by the run id only), so a restarted worker can read a
+    peer's gloo address left by the previous attempt and fail to connect (seen: "Connection
+    refused" in attempt 1). After a restart, join the process group through that store
+    under a prefix of the restart count; Accelerate then uses this group. First attempts
+    are untouched."""
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if (not restart or tdist.is_initialized()
+            or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"):
+        return
+    store = tdist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                           is_master=False, timeout=timeout)
+    tdist.init_process_group(
+        "nccl" if torch.cuda.is_available() else "gloo",
+        store=tdist.PrefixStore(f"infogan-restart-{restart}", store),
+        rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
 
 
 def print0(*args: object) -> None:

@@ -60,6 +60,7 @@ class Trainer:
     def __init__(self, cfg: Config, index: ShardIndex):
         self.cfg, self.index, self.run_dir = cfg, index, cfg.run_dir
         self.tracker = Tracker(cfg, self.run_dir)
+        ranks.join_after_restart(timedelta(seconds=cfg.dist.timeout_s))
         self.acc = Accelerator(
             # Accelerate 1.15 treats a torchrun-launched CPU process as non-distributed
             # unless told cpu=True; with it, several CPU processes form a gloo group.
