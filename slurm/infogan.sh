@@ -24,7 +24,8 @@
 # torchrun restarts every worker up to MAX_RESTARTS times (default 3) within the job, and
 # each restart resumes from the newest complete checkpoint (train.resume=auto), replaying
 # the lost steps exactly. MAX_RESTARTS=0 ends the job at the first failure. Restarts need
-# torchrun, i.e. more than one process in all (a single process runs without a launcher).
+# torchrun, i.e. more than one process in all (a single process runs without a launcher);
+# across nodes (c10d) they are best effort so far (README "In-job restarts").
 #
 #SBATCH --job-name=infogan
 #SBATCH --nodes=2
