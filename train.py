@@ -10,8 +10,9 @@
         --config configs/mnist.yaml
     python train.py --config configs/mnist.yaml --dry-run     # print the resolved config
 
-Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config or data
-(one-line error, before any process group starts); 1 anything else.
+Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config, data or
+checkpoints (one-line error, before any process group starts where possible); 1 training
+diverged past train.nonfinite, a full disk (one line), or anything else.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ stop.watch_launcher()  # and so is the launcher going away
 import yaml  # noqa: E402
 from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
 
+from infogan_dist.checkpoint import CheckpointError  # noqa: E402
 from infogan_dist.config import ConfigError, load_config  # noqa: E402
 from infogan_dist.data import ShardError  # noqa: E402
+from infogan_dist.guard import TrainingFailed  # noqa: E402
 
 DEFAULT_CONFIG = "configs/fashion_mnist.yaml"
 # What makes the default recipe's data, for the one-line error when it is missing.
@@ -85,12 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         from infogan_dist.preflight import preflight
 
         index = preflight(cfg)
-    except (ConfigError, ShardError) as e:
+    except (ConfigError, ShardError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         record_for_launcher(f"{type(e).__name__}: {e}")
         return 2
     from infogan_dist import runlock
-    from infogan_dist.checkpoint import CheckpointError
     from infogan_dist.trainer import Trainer
 
     lock = None
@@ -106,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr, flush=True)
         record_for_launcher(f"{type(e).__name__}: {e}")
         return 2
+    except TrainingFailed as e:  # diverged past train.nonfinite, or a full disk
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        record_for_launcher(f"{type(e).__name__}: {e}")
+        return 1
     except RuntimeError as e:
         text = " ".join(str(e).split())
         if not any(s in text.lower() for s in PEER_GONE):

@@ -29,10 +29,13 @@ PARAMS = 4  # uniforms per image: angle, scale, dx, dy
 
 
 def step_uniforms(
-    seed: int, step: int, key: int, global_batch: int, rank: int, world_size: int
+    seed: int, step: int, key: int, global_batch: int, rank: int, world_size: int,
+    rekey: int = 0,
 ) -> torch.Tensor:
-    """This rank's rows of a [global_batch, PARAMS] U(0, 1) draw keyed by (seed, step, key)."""
-    full = torch.rand(global_batch, PARAMS, generator=keyed_generator(seed, step, key, 0xA06))
+    """This rank's rows of a [global_batch, PARAMS] U(0, 1) draw keyed by (seed, step, key);
+    `rekey` (the rollback count) joins the key only when > 0."""
+    gen = keyed_generator(seed, step, key, 0xA06, *([rekey] if rekey else []))
+    full = torch.rand(global_batch, PARAMS, generator=gen)
     return full[rank_rows(global_batch, rank, world_size)]
 
 

@@ -19,11 +19,13 @@ Accelerate for the rest, JSON for our state.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import shutil
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import faults
+from . import faults, ranks
 from .config import (
     CheckpointConfig,
     Config,
@@ -42,11 +44,16 @@ from .config import (
 )
 from .config import resume_conflicts as _conflicts
 from .config.schema import best_direction
+from .guard import Diverged, TrainingFailed, nonfinite
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-step-"
 COMPLETE = "COMPLETE"
 STATE_FILE = "train_state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint (or checkpoints/) that cannot be used safely; the message is one line."""
 
 
 @dataclass
@@ -62,6 +69,8 @@ class TrainerState:
     image_shape: list[int] = field(default_factory=list)  # [C, H, W] G makes and D judges
     latent: dict[str, Any] = field(default_factory=dict)  # the LatentConfig of the codes
     model: dict[str, Any] = field(default_factory=dict)  # the ModelConfig (arch, width)
+    # divergence rollbacks so far (train.nonfinite); keys the random draws when > 0
+    rollbacks: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,19 +107,82 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def is_complete(path: Path) -> bool:
-    """Complete = marked, and its state file parses (a half-copied dir fails this)."""
+def _safetensors_problem(f: Path) -> str | None:
+    """Why a safetensors file cannot be loaded, from its header alone: the size the
+    header's offsets imply must be the file's (a truncated copy fails this)."""
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n > size:
+                return f"{f.name} is truncated"
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
+                  default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return f"{f.name} is unreadable"
+    return None if size == 8 + n + end else f"{f.name} is truncated"
+
+
+def _zip_problem(f: Path) -> str | None:
+    """torch.save files are zip archives: a truncated one has no central directory."""
+    try:
+        with zipfile.ZipFile(f):
+            return None
+    except (OSError, zipfile.BadZipFile):
+        return f"{f.name} is unreadable"
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """None for a complete, loadable checkpoint; else why not, in a few words. Cheap:
+    the marker, the state file, safetensors headers and sizes, zip directories."""
+    if not (path / COMPLETE).is_file():
+        return f"no {COMPLETE} marker"
     try:
         json.loads((path / STATE_FILE).read_text())
     except (OSError, ValueError):
-        return False
-    return (path / COMPLETE).is_file()
+        return f"{STATE_FILE} is missing or unreadable"
+    for f in sorted(path.iterdir()):
+        check = _safetensors_problem if f.suffix == ".safetensors" else (
+            _zip_problem if f.suffix in (".bin", ".pkl") else None)
+        problem = check(f) if check else None
+        if problem:
+            return problem
+    return None
+
+
+def is_complete(path: Path) -> bool:
+    """Complete = marked, its state file parses and its weight files are whole (a
+    half-copied or truncated directory fails this)."""
+    return checkpoint_problem(path) is None
+
+
+def readable_root(run_dir: Path) -> Path | None:
+    """checkpoints/, or None for a new run. A run directory or checkpoints/ that exists
+    but cannot be read (a file, a dangling symlink, a symlink loop, no permission) is a
+    CheckpointError: taking it for a new run would overwrite the history it stands for."""
+    run_dir = Path(run_dir)
+    root = checkpoints_root(run_dir)
+    if os.path.lexists(run_dir) and not run_dir.is_dir():
+        raise CheckpointError(
+            f"run directory {run_dir} exists but is not a directory (or a dangling link); "
+            "move it away or choose another run.name / run.output_dir")
+    if not os.path.lexists(root):
+        return None
+    try:
+        os.listdir(root)
+    except OSError as e:
+        link = f", a symlink to {os.readlink(root)}" if root.is_symlink() else ""
+        raise CheckpointError(
+            f"{root} cannot be read ({e.strerror}{link}); it may hold this run's history: "
+            "repair it (or move it away to start the run afresh), then launch again") from None
+    return root
 
 
 def list_checkpoints(run_dir: Path) -> tuple[list[Path], list[Path]]:
     """(complete ones oldest first, incomplete or unreadable ones)."""
-    root = checkpoints_root(run_dir)
-    if not root.is_dir():
+    root = readable_root(run_dir)
+    if root is None:
         return [], []
     good, bad = [], []
     for p in sorted(root.iterdir()):
@@ -127,14 +199,17 @@ def find_resume(run_dir: Path, resume: str) -> tuple[Path | None, list[str]]:
         return None, []
     if resume != "auto":
         path = Path(resume)
-        if not is_complete(path):
+        problem = checkpoint_problem(path) if path.is_dir() else "not a directory"
+        if problem:
             raise ConfigError(
-                f"train.resume={resume}: not a complete checkpoint (needs {COMPLETE} and "
-                f"{STATE_FILE}); use train.resume=auto or a checkpoints/step-N directory"
+                f"train.resume={resume}: not a complete checkpoint ({problem}); use "
+                "train.resume=auto or another checkpoints/step-N directory"
             )
         return path, []
     good, bad = list_checkpoints(run_dir)
-    warnings = [f"ignoring incomplete or unreadable checkpoint {p}" for p in bad]
+    warnings = [f"ignoring incomplete or unreadable checkpoint {p}"
+                + (f" ({checkpoint_problem(p)})" if not p.name.startswith(TMP_PREFIX) else "")
+                for p in bad]
     return (good[-1] if good else None), warnings
 
 
@@ -145,7 +220,14 @@ def read_state(path: Path) -> dict[str, Any]:
 def read_config(path: Path) -> Config:
     import yaml
 
-    return config_from_dict(yaml.safe_load((path / "config.yaml").read_text()), str(path))
+    try:
+        text = (path / "config.yaml").read_text()
+    except OSError as e:
+        raise CheckpointError(
+            f"{path / 'config.yaml'} cannot be read ({e.strerror}); every checkpoint holds the "
+            "config it was trained with: restore it, or resume from another checkpoint "
+            "(train.resume=<checkpoints/step-N>)") from None
+    return config_from_dict(yaml.safe_load(text), str(path))
 
 
 def resume_conflicts(path: Path, cfg: Config) -> list[str]:
@@ -153,7 +235,12 @@ def resume_conflicts(path: Path, cfg: Config) -> list[str]:
     return _conflicts(read_config(path), cfg)
 
 
-def finalize(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
+def is_milestone(path: Path, keep_every: int) -> bool:
+    """A checkpoint.keep_every milestone: pruning never deletes it."""
+    return bool(keep_every) and int(path.name[len(PREFIX):]) % keep_every == 0
+
+
+def finalize(run_dir: Path, tmp: Path, step: int, keep: int, keep_every: int = 0) -> Path:
     """Main process only, after every rank has written into `tmp`."""
     # Data before the marker: after a machine crash a COMPLETE checkpoint must not hold
     # files whose contents never reached the disk (renames can land before data).
@@ -169,7 +256,8 @@ def finalize(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
     _fsync_dir(final.parent)
     good, _ = list_checkpoints(run_dir)
     for old in good[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if not is_milestone(old, keep_every):
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -189,10 +277,6 @@ def set_aside_newer(run_dir: Path, step: int) -> list[Path]:
             os.replace(p, dest)
             moved.append(dest)
     return moved
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded safely; the message is one line."""
 
 
 def clean_stale_tmp(run_dir: Path) -> list[Path]:
@@ -283,11 +367,13 @@ class CheckpointManager:
 
     def __init__(self, run_dir: Path, cfg: CheckpointConfig, accelerator: Any,
                  parts: list[Part], before_save: Callable[[], None] = lambda: None,
-                 metrics: Callable[[int], dict[str, float]] = lambda step: {}):
+                 metrics: Callable[[int], dict[str, float]] = lambda step: {},
+                 must_be_finite: Callable[[], Iterable[torch.Tensor]] = list):
         self.run_dir, self.cfg, self.acc = Path(run_dir), cfg, accelerator
         self.parts = parts
         self.before_save = before_save
         self.metrics = metrics  # step -> the values logged at that step (keep_best)
+        self.must_be_finite = must_be_finite  # models, optimizer state, pending statistics
         self.main = accelerator.is_main_process
 
     def start(self) -> None:
@@ -332,25 +418,74 @@ class CheckpointManager:
         return None
 
     def save(self, step: int) -> Path:
+        # Before anything else (the cross-rank check would call NaN bit patterns a
+        # divergence of ranks): a non-finite state never reaches a checkpoint.
+        if ranks.any_rank(nonfinite(self.must_be_finite(), self.acc.device)):
+            raise Diverged(f"non-finite model, optimizer state or loss at step {step} "
+                           "(checkpoint not written)")
         self.before_save()
         tmp = checkpoints_root(self.run_dir) / f"{TMP_PREFIX}{step:08d}"
         if self.main:
             tmp.mkdir(parents=True)  # start-up removed any .tmp left by a crash
         self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        faults.inject("save", self.acc.process_index, step)
+        full = None
+        try:
+            self.acc.save_state(str(tmp))
+            faults.inject("save", self.acc.process_index, step)
+            if self.main:
+                for part in self.parts:
+                    part.save(tmp / part.name)
+        except Exception as e:  # a full disk is one line for the user; the rest re-raises
+            if not _disk_full(e, tmp):
+                raise
+            full = e
+        # Every rank's files are on disk, or some rank's disk was full: all ranks agree
+        # (save_state itself has no collective here, so a failed rank meets the others).
+        if ranks.any_rank(torch.tensor(full is not None, device=self.acc.device)):
+            if self.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            good = list_checkpoints(self.run_dir)[0]
+            raise TrainingFailed(
+                f"no space left on the device of {tmp.parent} while saving step {step}; the "
+                f"partial save was removed, previous checkpoint "
+                f"{good[-1].name if good else '(none)'} kept; free space, then launch again "
+                "(train.resume=auto continues from it)")
         if self.main:
             for part in self.parts:
                 part.save(tmp / part.name)
         self.acc.wait_for_everyone()  # every rank's files are on disk
         if self.main:
-            final = finalize(self.run_dir, tmp, step, self.cfg.keep)
+            final = finalize(self.run_dir, tmp, step, self.cfg.keep, self.cfg.keep_every)
             if self.cfg.keep_best:
                 keep_best(self.run_dir, final, step, self.cfg.keep_best,
                           str(best_direction(self.cfg.keep_best, self.cfg.keep_best_mode)),
                           self.metrics(step))
         self.acc.wait_for_everyone()
         return step_dir(self.run_dir, step)
+
+    def roll_back(self) -> Path | None:
+        """Every rank: loads the newest complete checkpoint (every saved one is finite),
+        as on resume. None when there is none."""
+        return self.resume("auto")
+
+
+def _disk_full(e: BaseException, where: Path) -> bool:
+    """Whether a failed save ran out of space. safetensors says so ("No space left");
+    torch.save does not (torch 2.14: "[enforce fail at inline_container.cc] unexpected
+    pos", no errno), so the filesystem is asked too: the failed write filled it, and
+    less than 1 MiB free counts as full."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left" in str(seen) or "StorageFull" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        st = os.statvfs(where if where.exists() else where.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def save_tensors(module: nn.Module, path: Path) -> None:
@@ -382,7 +517,10 @@ class Loaded:
 
 def _not_a_checkpoint(path: Path, missing: str) -> ValueError:
     hint = "pass a checkpoints/step-N directory"
-    good, _ = list_checkpoints(path) if path.is_dir() else ([], [])
+    try:
+        good, _ = list_checkpoints(path) if path.is_dir() else ([], [])
+    except CheckpointError:  # an unreadable checkpoints/ below it: no hint, same error
+        good = []
     if good:
         hint = f"{path} is a run directory; pass one of its checkpoints, e.g. {good[-1]}"
     return ValueError(f"{path} is not a complete checkpoint (no {missing}); {hint}")
@@ -459,6 +597,10 @@ def load_for_inference(path: str | Path, with_d: bool = True,
                 f"{model.arch}, width {model.width}, latent {space.input_dim} -> q "
                 f"{space.q_dim}, images {shape})"
             )
+        if any(not torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+            raise ValueError(
+                f"{path / name}: holds non-finite weights (NaN or inf), the state of a run "
+                "that diverged; use an earlier checkpoint")
         module.load_state_dict(state)
         module.to(device).eval()
     return Loaded(path, cfg, space, G, D if with_d else None, step, tuple(shape), g_file)

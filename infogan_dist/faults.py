@@ -1,17 +1,24 @@
 """Fault injection for the failure tests, off unless INFOGAN_FAULT is set.
 
     INFOGAN_FAULT=<what>:<rank>:<step>   e.g. raise:1:5, kill:1:5, kill_in_save:0:10, hang:1:5,
-                                          overflow_D:0:3
+                                         overflow_D:0:3, nan:1:13
 
 raise: that rank raises RuntimeError after the step; kill: it SIGKILLs itself after the
 step; kill_in_save: it SIGKILLs itself inside the checkpoint save of that step, after
 Accelerate wrote its files and before COMPLETE; hang: it stops making progress (sleeps
-in place of the next collective), as a stuck rank would.
+in place of the next collective), as a stuck rank would; nan: that rank's batch of that
+step is NaN (as a corrupt batch would be), so its losses and, through DDP's gradient
+all-reduce, every rank's state turn non-finite.
+
 overflow_<phase> (e.g. overflow_D, overflow_G, overflow_info): that rank fills one
 gradient of that phase's optimizer with +inf after the phase's backward and before its
 optimizer step, at that step (numbered like metrics.jsonl: the first step is 1). Under
 fp16 the shared GradScaler then finds the inf and skips exactly that optimizer step and
 halves the scale; without a scaler (fp32, bf16) the inf reaches the weights.
+
+A fault fires only in the first attempt of a torchrun job (TORCHELASTIC_RESTART_COUNT
+unset or 0), so a job restarted by `--max_restarts` recovers instead of failing again,
+and at most once per process, so a rollback past its step does not meet it again.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import time
 
 import torch
 
+_fired = False
+
 
 def _spec() -> tuple[str, int, int] | None:
     raw = os.environ.get("INFOGAN_FAULT")
-    if not raw:
+    if not raw or _fired or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0):
         return None
     what, rank, step = raw.split(":")
     return what, int(rank), int(step)
@@ -60,3 +69,12 @@ def poison_grads(phase: str, optimizer: torch.optim.Optimizer, rank: int, step: 
                 return True
     raise RuntimeError(f"INFOGAN_FAULT=overflow_{phase}: phase {phase} has no gradient "
                        f"to poison at step {step}")
+
+
+def corrupt(images: torch.Tensor, rank: int, step: int) -> torch.Tensor:
+    """The batch of `step` on `rank`: NaN under INFOGAN_FAULT=nan:<rank>:<step>."""
+    global _fired
+    if _spec() != ("nan", rank, step):
+        return images
+    _fired = True
+    return images * float("nan")

@@ -105,10 +105,14 @@ class LatentSpace:
         return Latent(z, cat, cont)
 
     def sample_step(
-        self, seed: int, step: int, phase: int, global_batch: int, rank: int, world_size: int
+        self, seed: int, step: int, phase: int, global_batch: int, rank: int, world_size: int,
+        rekey: int = 0,
     ) -> Latent:
-        """This rank's slice of the global batch of latents for (seed, step, phase)."""
-        full = self.sample(global_batch, keyed_generator(seed, step, phase, 0x1A7E))
+        """This rank's slice of the global batch of latents for (seed, step, phase). `rekey`
+        (the rollback count) joins the key only when > 0, so runs without a rollback draw
+        what they always drew."""
+        key = (seed, step, phase, 0x1A7E, *([rekey] if rekey else []))
+        full = self.sample(global_batch, keyed_generator(*key))
         return full[rank_rows(global_batch, rank, world_size)]
 
     def generator_input(self, latent: Latent) -> torch.Tensor:

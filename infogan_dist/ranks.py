@@ -6,8 +6,10 @@ Models never import this module; the trainer applies it from outside.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -19,6 +21,25 @@ def world() -> tuple[int, int]:
     if tdist.is_available() and tdist.is_initialized():
         return tdist.get_rank(), tdist.get_world_size()
     return 0, 1
+
+
+def join_after_restart(timeout: timedelta) -> None:
+    """torch 2.14's launcher keeps one TCPStore across in-job restarts (`--max_restarts`;
+    static rendezvous: keys prefixed by the run id only), so a restarted worker can read a
+    peer's gloo address left by the previous attempt and fail to connect (seen: "Connection
+    refused" in attempt 1). After a restart, join the process group through that store
+    under a prefix of the restart count; Accelerate then uses this group. First attempts
+    are untouched."""
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if (not restart or tdist.is_initialized()
+            or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"):
+        return
+    store = tdist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                           is_master=False, timeout=timeout)
+    tdist.init_process_group(
+        "nccl" if torch.cuda.is_available() else "gloo",
+        store=tdist.PrefixStore(f"infogan-restart-{restart}", store),
+        rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
 
 
 def print0(*args: object) -> None:
@@ -170,6 +191,16 @@ class StopAgreement:
         self.pending = None
         work.wait()  # gloo on host memory; in steady state long done
         return bool(flag_buffer[0])  # host memory gloo wrote into: no device sync
+
+
+def any_rank(flag: torch.Tensor) -> bool:
+    """True on every rank if the bool tensor `flag` is True on any rank: one tiny
+    all-reduce and the one host sync of the caller."""
+    _, size = world()
+    t = flag.to(torch.int32).reshape(1)
+    if size > 1:
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:

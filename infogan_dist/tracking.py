@@ -12,11 +12,18 @@ api.wandb.ai entry in the netrc file that `wandb login` writes); it never prompt
 Online: one W&B run for the whole training, resumed by its stored id
 (run_dir/wandb_runs.json). Offline runs cannot be resumed, so each segment is a new run
 in the same group (group = run.name).
+
+metrics.jsonl stays strict JSON: a non-finite value (NaN, inf) is written as null, and
+such a row makes flush raise Diverged (guard.py) on every rank. A divergence rollback
+appends an event row {"step": S, "event": "rollback", ...} after dropping the rows past
+the checkpoint's step S. It is rewritten only once a checkpoint was loaded; a fresh start
+over an existing metrics.jsonl sets it aside as metrics.jsonl.abandoned-<n>.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
 import secrets
@@ -27,6 +34,7 @@ from typing import Any
 import torch
 
 from .config import Config
+from .guard import Diverged
 
 
 class Tracker:
@@ -46,15 +54,18 @@ class Tracker:
         """What the Accelerator needs to be built with for this tracking."""
         return {"log_with": "wandb" if self.wandb_mode else None}
 
-    def start(self, accelerator: Any, step: int) -> None:
-        """After a checkpoint was loaded (or none): drop metrics rows after `step` (a
-        resume from an older checkpoint replays them) and open the W&B run."""
+    def start(self, accelerator: Any, step: int, resumed: bool) -> None:
+        """After a checkpoint was loaded (resumed): drop metrics rows after `step` (a
+        resume from an older checkpoint replays them); after a fresh start: set an
+        existing metrics.jsonl aside (it belongs to a run no checkpoint continues). Then
+        open the W&B run."""
         self.acc = accelerator
-        if accelerator.is_main_process:
-            dropped = truncate_metrics(self.path, step)
-            if dropped:
-                print(f"metrics.jsonl: dropped {dropped} entries after step {step} "
-                      "(replayed from the checkpoint)", flush=True)
+        if accelerator.is_main_process and resumed:
+            self._truncate(step)
+        elif accelerator.is_main_process and self.path.exists():
+            aside = set_aside(self.path)
+            print(f"warning: starting fresh, no checkpoint to continue from: moved the old "
+                  f"{self.path.name} to {aside}", flush=True)
         if self.wandb_mode:
             accelerator.init_trackers(
                 self.cfg.log.project, config=self.cfg.to_dict(),
@@ -75,6 +86,27 @@ class Tracker:
 
     def end(self) -> None:
         self.acc.end_training()
+
+    def _truncate(self, step: int) -> None:
+        dropped = truncate_metrics(self.path, step)
+        if dropped:
+            print(f"metrics.jsonl: dropped {dropped} entries after step {step} "
+                  "(replayed from the checkpoint)", flush=True)
+
+    def pending(self) -> list[torch.Tensor]:
+        """The sums not yet reduced: non-finite if any step since the last flush was."""
+        return list(self.sums.values())
+
+    def rolled_back(self, step: int, event: dict[str, Any]) -> None:
+        """After a divergence rollback to the checkpoint at `step`: rows after it go (the
+        replay writes them again), an event row records the rollback, sums restart."""
+        self.sums, self.steps = {}, 0
+        self.t0 = time.perf_counter()
+        if self.acc.is_main_process:
+            self._truncate(step)
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, "event": "rollback", **event},
+                                   allow_nan=False) + "\n")
 
     def add(self, stats: dict[str, torch.Tensor], data_wait_s: float = 0.0) -> None:
         self.data_wait_s += data_wait_s
@@ -104,10 +136,14 @@ class Tracker:
         values |= extra or {}
         self.sums, self.steps, self.data_wait_s = {}, 0, 0.0
         self.t0 = time.perf_counter()
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if self.acc.is_main_process:
+            row = {k: None if k in bad else v for k, v in values.items()}
             with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, **values}) + "\n")
+                f.write(json.dumps({"step": step, **row}, allow_nan=False) + "\n")
             self.acc.log(values, step=step)
+        if bad:  # the values were reduced over ranks: every rank raises here
+            raise Diverged(f"non-finite {', '.join(bad)} in the steps up to {step}")
         return values
 
 
@@ -132,6 +168,16 @@ def truncate_metrics(path: Path, step: int) -> int:
         tmp.write_text("".join(k + "\n" for k in kept))
         tmp.replace(path)
     return dropped
+
+
+def set_aside(path: Path) -> Path:
+    """Renames `path` to `path.abandoned-<n>` (the first n free); nothing is deleted."""
+    n = 1
+    while path.with_name(f"{path.name}.abandoned-{n}").exists():
+        n += 1
+    dest = path.with_name(f"{path.name}.abandoned-{n}")
+    os.replace(path, dest)
+    return dest
 
 
 # --- W&B ------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from .data import ShardIndex, open_source, to_float
 from .data.labelled import eval_shards, load_eval_data
 from .ema import EMA
 from .fid import FidEvaluator
+from .guard import ROLLBACK_BUDGET, Diverged, TrainingFailed
 from .latent import LatentSpace
 from .models import build_models
 from .pictures import save_pictures
@@ -65,7 +66,8 @@ class Trainer:
     def __init__(self, cfg: Config, index: ShardIndex):
         self.cfg, self.index, self.run_dir = cfg, index, cfg.run_dir
         self.tracker = Tracker(cfg, self.run_dir)
-        rule = UPDATE_RULES[cfg.train.update]
+        self.rule = rule = UPDATE_RULES[cfg.train.update]
+        ranks.join_after_restart(timedelta(seconds=cfg.dist.timeout_s))
         self.acc = Accelerator(
             # Accelerate 1.15 treats a torchrun-launched CPU process as non-distributed
             # unless told cpu=True; with it, several CPU processes form a gloo group.
@@ -125,7 +127,9 @@ class Trainer:
         self.skipped = torch.zeros((), dtype=torch.int64, device=self.device)
         self.checkpoints = CheckpointManager(
             self.run_dir, cfg.checkpoint, self.acc, before_save=self._before_save,
-            metrics=lambda step: self.logged[1] if self.logged[0] == step else {}, parts=[
+            metrics=lambda step: self.logged[1] if self.logged[0] == step else {},
+            must_be_finite=lambda: [t for _, t in self._named_state(skip_bn_stats=False)]
+            + self.tracker.pending(), parts=[
                 Part("generator.safetensors", lambda p: save_tensors(self.G_raw, p)),
                 Part("config.yaml", lambda p: save_config(self.cfg, p)),
                 Part(STATE_FILE, lambda p: write_text_durably(
@@ -134,8 +138,8 @@ class Trainer:
             ])
 
     # --- set-up --------------------------------------------------------------------
-    def _start(self) -> None:
-        """Run directory, then the checkpoint to resume from, then tracking."""
+    def _start(self) -> Path | None:
+        """Run directory, then the checkpoint to resume from (returned; None: fresh)."""
         if self.acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
@@ -146,6 +150,25 @@ class Trainer:
         if path is not None:
             self.checkpoints.set_aside_newer(self.state.step)
             ranks.print0(f"resumed from {path} at step {self.state.step}")
+            for key, (old, new) in self._apply_optim_settings().items():
+                ranks.print0(f"{key}: {old} -> {new} (changed on resume)")
+        return path
+
+    def _apply_optim_settings(self) -> dict[str, tuple[object, object]]:
+        """optim.lr_* and optim.betas of this launch win over the values a loaded
+        checkpoint's optimizer state brought back (Accelerate loads param_groups too).
+        Returns the changes by config key: (old, new)."""
+        changed: dict[str, tuple[object, object]] = {}
+        for spec in self.rule.optimizers:
+            want = {"lr": (f"optim.{spec.lr}", getattr(self.cfg.optim, spec.lr)),
+                    "betas": ("optim.betas", tuple(self.cfg.optim.betas))}
+            for group in self.optimizers[spec.name].param_groups:
+                for name, (key, value) in want.items():
+                    old = tuple(group[name]) if name == "betas" else group[name]
+                    if old != value:
+                        changed.setdefault(key, (old, value))
+                        group[name] = value
+        return changed
 
     def _load_state(self, file: Path) -> None:
         holds = TrainerState(image_shape=list(self.index.image_shape))
@@ -159,18 +182,21 @@ class Trainer:
         self.state.model = dataclasses.asdict(self.cfg.model)
         self.state.world_size = self.world_size
         self.source.load_state_dict(self.state.data)
+        self.source.rekey(self.state.rollbacks)
 
     def _inputs(self, real: torch.Tensor) -> StepInputs:
         cfg, step = self.cfg, self.state.step
 
         def sample(draw: int):
             return self.space.sample_step(
-                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size
+                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size,
+                rekey=self.state.rollbacks,
             ).to(self.device)
 
         def uniforms(draw: int):
             return augment.step_uniforms(
-                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size
+                cfg.run.seed, step, draw, cfg.train.global_batch_size, self.rank, self.world_size,
+                rekey=self.state.rollbacks,
             )
 
         return StepInputs(
@@ -181,8 +207,9 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------
     def train_step(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        inputs = self._inputs(speed.layout(
-            self.cfg, to_float(images.to(self.device, non_blocking=True))))
+        images = faults.corrupt(images.to(self.device, non_blocking=True), self.rank,
+                                self.state.step + 1)
+        inputs = self._inputs(speed.layout(self.cfg, to_float(images)))
         stats: dict[str, torch.Tensor] = {}
         fakes = None  # the batch the D phase makes and the G phase uses
         scaler = self.acc.scaler
@@ -203,12 +230,12 @@ class Trainer:
     def fit(self) -> str:
         """Trains to train.max_steps or a stop request. Returns why it ended."""
         cfg = self.cfg
-        self._start()
+        resumed = self._start() is not None
         if self.state.step >= cfg.train.max_steps:
             ranks.print0(f"nothing to do: step {self.state.step} >= train.max_steps="
                          f"{cfg.train.max_steps}")
             return "complete"
-        self.tracker.start(self.acc, self.state.step)
+        self.tracker.start(self.acc, self.state.step, resumed)
         machine = os.environ.get("GROUP_RANK", 0)
         ranks.print0(f"rank 0/{self.world_size} machine {machine}: training {cfg.run.name} on "
                      f"{self.device}, {self.world_size} process(es), batch {self.local_batch}"
@@ -238,12 +265,18 @@ class Trainer:
             last = stopping or step == cfg.train.max_steps
             if last:
                 self.stop_agreement.drain()  # leave no collective in flight
-            self._log(step, last, bar)
-            if cfg.dist.check_every and step % cfg.dist.check_every == 0:
-                self.check_ranks()
-            if cfg.log.images_every and step % cfg.log.images_every == 0 or last:
-                self.save_pictures(step)
-            self.checkpoints.step(step, last=last)
+            try:  # the flush and the save raise Diverged on every rank at the same step
+                self._log(step, last, bar)
+                if cfg.dist.check_every and step % cfg.dist.check_every == 0:
+                    self.check_ranks()
+                if cfg.log.images_every and step % cfg.log.images_every == 0 or last:
+                    self.save_pictures(step)
+                self.checkpoints.step(step, last=last)
+            except Diverged as e:
+                batches = self._roll_back(e)
+                bar.reset(cfg.train.max_steps)
+                bar.update(self.state.step)
+                continue
             if stopping:
                 ended = f"stopped ({self.stop.reason or 'another rank'})"
                 break
@@ -256,6 +289,30 @@ class Trainer:
         if self.acc.is_main_process:
             print(f"{ended} at step {self.state.step}; run dir {self.run_dir}", flush=True)
         return ended
+
+    def _roll_back(self, e: Diverged):
+        """train.nonfinite: back to the newest checkpoint with the draws re-keyed, or
+        TrainingFailed (exit 1) once the policy's rollbacks are used up. Every rank."""
+        train, diverged_at = self.cfg.train, self.state.step
+        allowed = ROLLBACK_BUDGET[train.nonfinite](train)
+        if self.state.rollbacks >= allowed:
+            raise TrainingFailed(
+                f"training diverged: {e}; train.nonfinite={train.nonfinite} allows "
+                f"{allowed} rollback(s), {self.state.rollbacks} used; every checkpoint kept "
+                "is finite: lower the learning rates (optim.lr_*) and resume")
+        rollbacks = self.state.rollbacks + 1
+        path = self.checkpoints.roll_back()
+        if path is None:
+            raise TrainingFailed(f"training diverged: {e}; no checkpoint to roll back to "
+                                 "(before the first one): lower the learning rates")
+        self.state.rollbacks = rollbacks  # the checkpoint holds the count of its own time
+        self._apply_optim_settings()  # this launch's optim.* again, not the checkpoint's
+        self.source.rekey(rollbacks)
+        self.tracker.rolled_back(self.state.step, {
+            "rollbacks": rollbacks, "diverged_step": diverged_at, "reason": str(e)})
+        ranks.print0(f"warning: training diverged: {e}; rolled back to {path} (rollback "
+                     f"{rollbacks} of {train.max_rollbacks}, random draws re-keyed)")
+        return iter(self.source)
 
     def _log(self, step: int, last: bool, bar: tqdm) -> None:
         """At log steps (collective): metrics averaged over steps and ranks, evaluation."""

@@ -20,6 +20,13 @@
 # A run that finishes is not requeued; a run that fails exits non-zero and is not requeued.
 # `touch runs/<jobid>/STOP` stops (with a checkpoint) without a requeue.
 #
+# A crashed rank (killed, out of memory, a lost collective) costs minutes, not the job:
+# torchrun restarts every worker up to MAX_RESTARTS times (default 3) within the job, and
+# each restart resumes from the newest complete checkpoint (train.resume=auto), replaying
+# the lost steps exactly. MAX_RESTARTS=0 ends the job at the first failure. Restarts need
+# torchrun, i.e. more than one process in all (a single process runs without a launcher);
+# across nodes (c10d) they are best effort so far (README "In-job restarts").
+#
 #SBATCH --job-name=infogan
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
@@ -42,6 +49,7 @@ RUN_NAME=${RUN_NAME:-${SLURM_JOB_ID:-}}         # the job id (kept by requeues);
 OVERRIDES=${OVERRIDES:-}                        # extra section.key=value, space separated
 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-launch/multi_node.yaml}  # "" = flags only
 TRAIN_SCRIPT=${TRAIN_SCRIPT:-train.py}          # entry point, relative to the repo root
+MAX_RESTARTS=${MAX_RESTARTS:-3}                 # in-job restarts of all workers after a crash
 REPO_DIR=${REPO_DIR:-${SLURM_SUBMIT_DIR:-$PWD}} # where train.py and .venv live
 
 set -uo pipefail
@@ -70,6 +78,7 @@ cd "$REPO_DIR" || die "cannot cd to REPO_DIR=$REPO_DIR"
 [ -z "$ACCELERATE_CONFIG" ] || [ -f "$ACCELERATE_CONFIG" ] \
   || die "ACCELERATE_CONFIG=$ACCELERATE_CONFIG not found in $PWD"
 [[ "$GPUS_PER_NODE" =~ ^[0-9]+$ ]] || die "GPUS_PER_NODE=$GPUS_PER_NODE is not a count"
+[[ "$MAX_RESTARTS" =~ ^[0-9]+$ ]] || die "MAX_RESTARTS=$MAX_RESTARTS is not a count"
 case " $OVERRIDES" in *" run.output_dir="* | *" run.name="*)
   die "set RUN_DIR and RUN_NAME instead of run.output_dir/run.name in OVERRIDES (the STOP file must be where training looks)" ;;
 esac
@@ -106,7 +115,7 @@ if [ "$NNODES" -gt 1 ]; then RDZV_BACKEND=c10d; else RDZV_BACKEND=static; fi
 # per node; with no GPU each worker comes up as MULTI_CPU over gloo (--cpu would start only
 # one process per node). A single process in all needs no launcher flags at all.
 LAUNCH_FLAGS=(--num_processes "$NUM_PROCESSES" --num_machines "$NNODES")
-[ "$NUM_PROCESSES" -gt 1 ] && LAUNCH_FLAGS=(--multi_gpu "${LAUNCH_FLAGS[@]}")
+[ "$NUM_PROCESSES" -gt 1 ] && LAUNCH_FLAGS=(--multi_gpu "${LAUNCH_FLAGS[@]}" --max_restarts "$MAX_RESTARTS")
 [ -n "$ACCELERATE_CONFIG" ] && LAUNCH_FLAGS=(--config_file "$ACCELERATE_CONFIG" "${LAUNCH_FLAGS[@]}")
 read -r -a EXTRA_OVERRIDES <<< "$OVERRIDES"
 TRAIN_ARGS=("$TRAIN_SCRIPT" --config "$CONFIG" "run.output_dir=$RUN_DIR"

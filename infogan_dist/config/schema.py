@@ -105,12 +105,19 @@ class TrainConfig:
     compile: bool = False  # torch.compile G's and D's forward (Module.compile, in place)
     channels_last: bool = False  # NHWC layout for conv weights and real images
     tf32: bool = False  # TF32 for fp32 matmuls/convs on GPUs that have it (Ampere+); CPU: none
+    # a non-finite loss or state: rollback (to the newest checkpoint, draws re-keyed) or
+    # stop (exit 1); README "What happens when..."
+    nonfinite: Literal["rollback", "stop"] = "rollback"
+    max_rollbacks: int = 3  # rollbacks allowed over the whole run; one more divergence: exit 1
 
 
 @dataclass
 class CheckpointConfig:
     every: int = 500  # steps between checkpoints; one is always written at the end
     keep: int = 2  # complete checkpoints kept; >= 2 so a crash mid-save leaves one
+    # steps between milestones: a checkpoint at a multiple of it is never pruned, so
+    # rotation cannot delete every good checkpoint of a run; 0 = no milestones
+    keep_every: int = 0
     # a metric name (e.g. eval/fid, eval/acc/c1): the checkpoint where it was best is kept
     # in checkpoints/best/ apart from the rotating ones; "" = off. The metric must be
     # computed at checkpoint steps (validated: its interval divides checkpoint.every).
@@ -233,6 +240,10 @@ class Config:
         _check(self.checkpoint.every >= 1, "checkpoint.every", self.checkpoint.every, ">= 1")
         _check(self.checkpoint.keep >= 2, "checkpoint.keep", self.checkpoint.keep,
                ">= 2 (a crash while saving must leave a complete checkpoint)")
+        _check(self.checkpoint.keep_every >= 0, "checkpoint.keep_every",
+               self.checkpoint.keep_every, ">= 0 (0 = no milestones)")
+        _check(self.train.max_rollbacks >= 0, "train.max_rollbacks", self.train.max_rollbacks,
+               ">= 0")
         _check(self.log.every >= 1, "log.every", self.log.every, ">= 1")
         for key in ("images_every", "eval_every", "fid_every"):
             _check(getattr(self.log, key) >= 0, f"log.{key}", getattr(self.log, key), ">= 0")

@@ -45,6 +45,7 @@ class MemorySource:
         self.n = images.shape[0]
         self.position = 0  # global sample position of the next batch
         self._perms: dict[int, torch.Tensor] = {}
+        self._rekey = 0
 
     @property
     def epoch(self) -> int:
@@ -60,7 +61,8 @@ class MemorySource:
         if epoch not in self._perms:
             # Keep only epochs at or after the current one: a batch never goes backwards.
             self._perms = {e: p for e, p in self._perms.items() if e >= self.epoch}
-            gen = keyed_generator(self.seed, epoch, EPOCH_KEY)
+            rekey = [self._rekey] if self._rekey else []  # runs without rollbacks: as ever
+            gen = keyed_generator(self.seed, epoch, EPOCH_KEY, *rekey)
             # Kept on the device: a step then indexes there, with no host-to-device copy.
             self._perms[epoch] = torch.randperm(self.n, generator=gen).to(self.device)
         return self._perms[epoch]
@@ -83,6 +85,12 @@ class MemorySource:
             # index_select: several times faster than images[idx] for a gather along dim 0
             labels = self.labels.index_select(0, idx) if self.labels is not None else None
             yield self.images.index_select(0, idx), labels
+
+    def rekey(self, rollbacks: int) -> None:
+        """After a divergence rollback: the order from here on (the current epoch's
+        permutation too, so a poisoned batch is not met again) is keyed by the rollback
+        count as well; 0 is the original order."""
+        self._rekey, self._perms = rollbacks, {}
 
     def state_dict(self) -> dict:
         return {"mode": "memory", "position": self.position, "epoch": self.epoch}

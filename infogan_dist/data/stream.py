@@ -193,6 +193,11 @@ class StreamSource:
         k, smallest = self.shuffle_buffer, min(self.index.counts)
         return max(1, self.num_workers) * (1 + math.ceil((k - 1) / smallest))
 
+    def rekey(self, rollbacks: int) -> None:
+        """Stream mode keeps its data order after a divergence rollback (a shard plan
+        re-keyed mid-epoch would lose track of the shards done); the latents and
+        transform draws are re-keyed."""
+
     def state_dict(self) -> dict:
         return {
             "mode": "stream",
