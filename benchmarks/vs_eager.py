@@ -3,13 +3,13 @@ r"""The trainer against a plain eager loop of the same networks, one process.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vs_eager.py --config configs/mnist_mlp.yaml \
         --steps 200 --warmup 20 --repeats 3 data.shards=data/mnist/test10k
 
-The eager loop is this file's own (benchmarks/eager_loop.py from issue 15 was not on this
-branch when it was written): the seed's three-optimizer update written out by hand on
-the networks the config builds (build_models), torch's default Adam (for_loop on CPU),
-batches indexed from a uint8 tensor in memory, no Accelerate, no tracker, no phases. The
-trainer runs `Trainer.train_step` on batches of its own data source (memory mode), with
-the config's optim.adam. Both draw their latents on the host each step. Same global
-batch, same step count; the runs alternate and the median of --repeats is reported.
+The eager loop is benchmarks/eager_loop.py (the baseline of `make gpu-check` too): the
+config's update written out by hand on the networks the config builds (build_models),
+torch's default Adam (for_loop on CPU), batches indexed from a uint8 tensor in memory,
+no Accelerate, no tracker, no phases. The trainer runs `Trainer.train_step` on batches of
+its own data source (memory mode), with the config's optim.adam. The trainer draws its
+latents on the host (keyed by step), the eager loop on the device. Same global batch,
+same step count; the runs alternate and the median of --repeats is reported.
 Target (issue 11): trainer >= 1.5 x eager on configs/mnist_mlp.yaml at batch 64.
 """
 
@@ -23,64 +23,26 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.eager_loop import EagerLoop  # noqa: E402
 from infogan_dist.config import load_config  # noqa: E402
 from infogan_dist.data import read_index  # noqa: E402
-from infogan_dist.latent import LatentSpace  # noqa: E402
-from infogan_dist.models import build_models  # noqa: E402
 from infogan_dist.trainer import Trainer  # noqa: E402
 
 
 def eager(cfg, steps: int, warmup: int) -> float:
-    """images/s of the hand-written loop."""
-    torch.manual_seed(cfg.run.seed)
+    """images/s of the plain eager loop (benchmarks/eager_loop.py) on the same networks."""
     index = read_index(cfg.data.shards)
-    space = LatentSpace(cfg.latent)
-    G, D = build_models(cfg.model, space.input_dim, space.q_dim, index.image_shape)
-    b1, b2 = cfg.optim.betas
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(b1, b2))
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(b1, b2))
-    opt_i = torch.optim.Adam([*G.parameters(), *D.parameters()], lr=cfg.optim.lr_info,
-                             betas=(b1, b2))
-    batch = cfg.train.global_batch_size
-    data = torch.randint(0, 256, (10000, *index.image_shape), dtype=torch.uint8)
-    ones, zeros = torch.ones(batch), torch.zeros(batch)
-
-    def step(s: int) -> torch.Tensor:
-        real = data[torch.randint(0, len(data), (batch,))].float() / 127.5 - 1
-        latent = space.sample_step(cfg.run.seed, s, 0, batch, 0, 1)
-        fake = G(space.generator_input(latent))
-        opt_d.zero_grad(set_to_none=True)
-        logit_real, _ = D(real, head="adv")
-        logit_fake, _ = D(fake.detach(), head="adv")
-        loss_d = (F.binary_cross_entropy_with_logits(logit_real, ones)
-                  + F.binary_cross_entropy_with_logits(logit_fake, zeros))
-        loss_d.backward()
-        opt_d.step()
-        opt_g.zero_grad(set_to_none=True)
-        D.requires_grad_(False)
-        logit, _ = D(fake, head="adv")
-        F.binary_cross_entropy_with_logits(logit, ones).backward()
-        D.requires_grad_(True)
-        opt_g.step()
-        opt_i.zero_grad(set_to_none=True)
-        latent = space.sample_step(cfg.run.seed, s, 2, batch, 0, 1)
-        _, q = D(G(space.generator_input(latent)), head="q")
-        loss_i, _ = space.info_loss(q, latent, cfg.loss.lambda_cat, cfg.loss.lambda_cont)
-        loss_i.backward()
-        opt_i.step()
-        return loss_d
-
-    for s in range(warmup):
-        step(s)
+    loop = EagerLoop(cfg, cfg.train.global_batch_size, device="cpu",
+                     image_shape=tuple(index.image_shape), seed=cfg.run.seed)
+    for _ in range(warmup):
+        loop.step()
     start = time.perf_counter()
-    for s in range(warmup, warmup + steps):
-        loss = step(s)
-    float(loss)
-    return steps * batch / (time.perf_counter() - start)
+    for _ in range(steps):
+        loop.step()
+    return steps * cfg.train.global_batch_size / (time.perf_counter() - start)
 
 
 def trainer(cfg, steps: int, warmup: int) -> float:
