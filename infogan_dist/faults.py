@@ -61,11 +61,13 @@ def poison_grads(phase: str, optimizer: torch.optim.Optimizer, rank: int, step: 
     spec = _spec()
     if spec is None or spec[0] != f"overflow_{phase}" or spec[1] != rank or spec[2] != step:
         return False
+    global _fired
     inner = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer -> torch's
     for group in inner.param_groups:
         for p in group["params"]:
             if p.grad is not None:
                 p.grad.fill_(float("inf"))
+                _fired = True  # once per process: a rollback's replay of the step is clean
                 return True
     raise RuntimeError(f"INFOGAN_FAULT=overflow_{phase}: phase {phase} has no gradient "
                        f"to poison at step {step}")

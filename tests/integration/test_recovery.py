@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.helpers import ROOT, free_port, launch_env, make_shards, metrics, train, train_cmd
-from tests.integration.test_resume import assert_bitwise_equal, saved_tensors
+from tests.integration.test_resume import assert_bitwise_equal
+from tests.integration.test_resume import saved_tensors as _saved_tensors
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,14 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
     errors = [line for line in out(r).splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, out(r)[-4000:]
     return errors[0]
+
+
+# the model files of these runs (no EMA generator: model.ema_half_life_images is 0 here)
+MODEL_FILES = ("model.safetensors", "model_1.safetensors", "generator.safetensors")
+
+
+def saved_tensors(ck: Path) -> dict[str, object]:
+    return _saved_tensors(ck, MODEL_FILES)
 
 
 def all_finite(ck: Path) -> bool:

@@ -73,11 +73,12 @@ def read_state(run: Path, step: int) -> dict:
     return json.loads((step_dir(run, step) / "train_state.json").read_text())
 
 
-def saved_tensors(ck: Path) -> dict[str, object]:
+def saved_tensors(ck: Path, model_files: tuple[str, ...] = MODEL_FILES) -> dict[str, object]:
     """Every entry of G, D (and the sampling copy of G) and of the three Adams, by name:
-    tensors, and the plain values of param_groups (lr, betas, ...)."""
+    tensors, and the plain values of param_groups (lr, betas, ...). `model_files`: the
+    model files the run writes (these runs: the EMA generator too)."""
     named: dict[str, object] = {}
-    for f in MODEL_FILES:
+    for f in model_files:
         for k, t in load_file(str(ck / f)).items():
             named[f"{f}:{k}"] = t
     for f in OPTIMIZER_FILES:

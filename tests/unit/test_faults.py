@@ -14,6 +14,11 @@ from accelerate.state import AcceleratorState
 from infogan_dist import faults
 
 
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch):
+    """A fault fires once per process; every test here stands for a fresh process."""
+    monkeypatch.setattr(faults, "_fired", False)
+
 def _model_and_opt(seed: int = 0):
     torch.manual_seed(seed)
     m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1))
