@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from infogan_dist import checkpoint as ckpt
 from infogan_dist.config import ConfigError, load_config
@@ -22,7 +24,7 @@ def make_ckpt(run_dir: Path, step: int) -> Path:
     tmp = ckpt.checkpoints_root(run_dir) / f"{ckpt.TMP_PREFIX}{step:08d}"
     tmp.mkdir(parents=True)
     (tmp / ckpt.STATE_FILE).write_text(json.dumps(ckpt.TrainerState(step=step).state_dict()))
-    (tmp / "generator.safetensors").write_text(f"weights of step {step}")
+    save_file({"step": torch.tensor([float(step)])}, str(tmp / "generator.safetensors"))
     return ckpt.finalize(run_dir, tmp, step, keep=2)
 
 
@@ -40,7 +42,7 @@ def test_the_best_checkpoint_is_kept_apart_from_pruning(tmp_path, mode, values, 
     info = json.loads((best / ckpt.BEST_FILE).read_text())
     assert info == {"metric": "eval/x", "value": values[best_step // 10 - 1], "mode": mode,
                     "step": best_step, "source": f"step-{best_step:08d}"}
-    assert (best / "generator.safetensors").read_text() == f"weights of step {best_step}"
+    assert load_file(str(best / "generator.safetensors"))["step"].item() == best_step
     assert ckpt.is_complete(best)  # loadable by eval, sample and train.resume=<dir>
     # pruning kept 2 rotating ones; resume=auto takes the newest of them, never best/
     good, bad = ckpt.list_checkpoints(tmp_path)
