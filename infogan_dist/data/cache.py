@@ -34,10 +34,13 @@ def _touch(path: Path) -> None:
 
 
 def _usable(path: Path, size: int | None) -> bool:
+    """The cached file exists and has the index's size (any size for an index written
+    before sizes were recorded)."""
     try:
-        return size is None or path.stat().st_size == size
+        st = path.stat()
     except OSError:
         return False
+    return size is None or st.st_size == size
 
 
 def fetch(url: str, size: int | None, sha256: str | None, cache_dir: str,

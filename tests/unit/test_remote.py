@@ -88,3 +88,15 @@ def test_cache_eviction_is_least_recently_used(tmp_path):
     removed = cache.evict(tmp_path, max_bytes=250, incoming=100)
     assert [p.name for p in removed] == ["b", "c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".b.lock", "a"]
+
+
+def test_a_missing_cache_file_is_not_usable_even_without_a_recorded_size(tmp_path):
+    """An index from before shard sizes were recorded (size None): the cache must still
+    fetch a shard it does not hold (found by benchmarks/remote.py: every open failed)."""
+    from infogan_dist.data import cache
+
+    assert not cache._usable(tmp_path / "absent.tar", None)
+    assert not cache._usable(tmp_path / "absent.tar", 10)
+    (tmp_path / "here.tar").write_bytes(b"x" * 10)
+    assert cache._usable(tmp_path / "here.tar", None) and cache._usable(tmp_path / "here.tar", 10)
+    assert not cache._usable(tmp_path / "here.tar", 11)
