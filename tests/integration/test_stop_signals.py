@@ -31,8 +31,7 @@ SIGNAL_LIST = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 
 # Runs train.py unchanged in the worker process and records how it exited: torchrun does
 # not report the exit status of workers it shut down itself.
-WRAPPER = """\
-import os, runpy, sys
+_RUN_AND_RECORD = """\
 sys.path.insert(0, {root!r})
 sys.argv[0] = {train!r}
 code = "exception"
@@ -43,9 +42,13 @@ except SystemExit as e:
     code = 0 if e.code is None else e.code
     raise
 finally:
-    with open(os.path.join(os.environ["INFOGAN_EXIT_DIR"], "rank" + os.environ["RANK"]), "w") as f:
+    with open(os.path.join(os.environ["INFOGAN_EXIT_DIR"], "rank" + rank), "w") as f:
         f.write(str(code))
 """
+WRAPPER = """\
+import os, runpy, sys
+rank = os.environ["RANK"]
+""" + _RUN_AND_RECORD
 
 
 def signal_env() -> dict[str, str]:
@@ -296,19 +299,7 @@ log = os.open(os.path.join(os.environ["INFOGAN_EXIT_DIR"], "rank" + rank + ".log
               os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
 os.dup2(log, 1)
 os.dup2(log, 2)
-sys.path.insert(0, {root!r})
-sys.argv[0] = {train!r}
-code = "exception"
-try:
-    runpy.run_path({train!r}, run_name="__main__")
-    code = 0
-except SystemExit as e:
-    code = 0 if e.code is None else e.code
-    raise
-finally:
-    with open(os.path.join(os.environ["INFOGAN_EXIT_DIR"], "rank" + rank), "w") as f:
-        f.write(str(code))
-"""
+""" + _RUN_AND_RECORD
 
 
 def wait_gone(procs: list[psutil.Process], bound: float) -> float:
