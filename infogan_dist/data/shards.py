@@ -264,24 +264,33 @@ def _decode_sample(
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset skips such members; so do we
 
 
+def _ustar_member(header) -> tuple[str, int] | None:
+    """(name, size) of a plain ustar file header (what ShardWriter writes); None for
+    anything else (pax or GNU headers, links, a bad checksum): tarfile handles those."""
+    if header[257:262] != b"ustar" or header[156:157] not in (b"0", b"\0"):
+        return None
+    stored = int(header[148:156].split(b"\0")[0].strip() or b"-1", 8)
+    if stored != sum(header[:148]) + 256 + sum(header[156:]):
+        return None  # tarfile also knows the old signed checksum, or reports the damage
+    size = int(header[124:136].split(b"\0")[0].strip() or b"0", 8)
+    name = header[:100].split(b"\0")[0].decode()
+    prefix = header[345:500].split(b"\0")[0].decode()
+    return (f"{prefix}/{name}" if prefix else name), size
+
+
 def _plain_tar_layout(buf: mmap.mmap | bytes, path: str) -> list[tuple[str, int, int]] | None:
-    """(name, offset, size) of the members of a plain ustar archive (what ShardWriter
-    writes), parsed about 10x faster than tarfile's Python header parsing. None for
-    anything else (pax or GNU headers, links, ...): the caller then uses tarfile."""
+    """(name, offset, size) of the members of a plain ustar archive, parsed about 10x
+    faster than tarfile's Python header parsing. None for anything else: the caller then
+    uses tarfile."""
     members, pos, end = [], 0, len(buf)
     while pos + 512 <= end:
         header = buf[pos : pos + 512]
         if header.count(0) == 512:
             return members  # end-of-archive marker
-        if header[257:262] != b"ustar" or header[156:157] not in (b"0", b"\0"):
+        member = _ustar_member(header)
+        if member is None:
             return None
-        stored = int(header[148:156].split(b"\0")[0].strip() or b"-1", 8)
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):
-            return None  # tarfile also knows the old signed checksum, or reports the damage
-        size = int(header[124:136].split(b"\0")[0].strip() or b"0", 8)
-        name = header[:100].split(b"\0")[0].decode()
-        prefix = header[345:500].split(b"\0")[0].decode()
-        name = f"{prefix}/{name}" if prefix else name
+        name, size = member
         if pos + 512 + size > end:
             raise ShardError(f"shard {path}: truncated at member {name}; {_FIX}")
         if not _META.match(name):
@@ -341,35 +350,48 @@ class _Prepend:
 
 def _remote_members(url: str, size: int | None, sha256: str | None) -> Iterator[dict]:
     """Members of a shard at a URL, parsed while its body streams in (one GET, resumed by
-    Range after a fault). The sha256 is checked at the end: memory mode has then not used
-    any sample yet; stream mode stops at the end of a corrupt shard."""
+    Range after a fault). The body arrives in CHUNK-sized pieces into a window that is
+    parsed like a local file (headers and members sliced out of it, no read call per
+    member). The sha256 is checked at the end: memory mode has then not used any sample
+    yet; stream mode stops at the end of a corrupt shard."""
     where = remote.redact(url)
     with remote.RemoteReader(url, size) as r:
+        buf, pos = bytearray(), 0
+
+        def have(n: int) -> bool:  # n bytes from pos in the window, fetching as needed
+            nonlocal buf, pos
+            if len(buf) - pos >= n:
+                return True
+            del buf[:pos]  # what was parsed already leaves the window
+            pos = 0
+            while len(buf) < n:
+                chunk = r.read(remote.CHUNK)
+                if not chunk:
+                    return False
+                buf += chunk
+            return True
+
         while True:
-            header = r.read_exact(512)
-            if len(header) < 512:
+            if not have(512):
                 if r.pos == 0:
                     raise ShardError(f"shard {where}: empty file; {_FIX}")
                 raise ShardError(f"shard {where}: truncated tar (no end-of-archive marker); "
                                  f"{_FIX}")
+            header = bytes(buf[pos : pos + 512])
             if header.count(0) == 512:
                 r.readall()  # the end-of-archive padding, so the digest covers the file
                 break
-            plain = header[257:262] == b"ustar" and header[156:157] in (b"0", b"\0")
-            stored = int(header[148:156].split(b"\0")[0].strip() or b"-1", 8) if plain else -1
-            if not plain or stored != sum(header[:148]) + 256 + sum(header[156:]):
-                # pax/GNU headers or links: tarfile reads the rest (streaming mode)
-                yield from tar_file_expander([{"url": where, "stream": _Prepend(header, r)}])
+            member = _ustar_member(header)
+            if member is None:  # pax/GNU headers or links: tarfile reads the rest
+                rest = _Prepend(bytes(buf[pos:]), r)
+                yield from tar_file_expander([{"url": where, "stream": rest}])
                 r.readall()
                 break
-            n = int(header[124:136].split(b"\0")[0].strip() or b"0", 8)
-            name = header[:100].split(b"\0")[0].decode()
-            prefix = header[345:500].split(b"\0")[0].decode()
-            name = f"{prefix}/{name}" if prefix else name
-            data = r.read_exact(n)
-            pad = -(-n // 512) * 512 - n
-            if len(data) < n or len(r.read_exact(pad)) < pad:
+            name, n = member
+            if not have(512 + -(-n // 512) * 512):
                 raise ShardError(f"shard {where}: truncated at member {name}; {_FIX}")
+            data = bytes(buf[pos + 512 : pos + 512 + n])
+            pos += 512 + -(-n // 512) * 512
             if not _META.match(name):
                 yield {"fname": name, "data": data, "__url__": where}
         if sha256 is not None:

@@ -4,13 +4,17 @@ fault-injecting proxy; node cache; permanent faults. See tests/remote_servers.py
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import multiprocessing
 import os
 import subprocess
 import sys
+import tarfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -105,6 +109,47 @@ def test_index_and_samples_equal_local(shards, s3_url, http, aws_env):
     assert all(torch.equal(a, b) for a, b in zip(_stream_epoch(index, num_workers=2),
                                                   _stream_epoch(local, num_workers=2),
                                                   strict=True))
+
+
+def test_members_across_chunk_edges_and_tarfile_formats(shards, http, aws_env, monkeypatch):
+    """The remote parser slices members out of a window of CHUNK-sized reads: with a
+    300-byte CHUNK every header and most members straddle a chunk edge, and a header plus
+    member is more than one chunk; a pax-format shard (another tool's) goes to tarfile."""
+    from infogan_dist.data import shards as shard_reader
+
+    monkeypatch.setattr(remote, "CHUNK", 300)
+    tarfile_reads = []  # the fallback would also read plain shards right, only slower
+    fallback = shard_reader.tar_file_expander
+    monkeypatch.setattr(shard_reader, "tar_file_expander",
+                        lambda *a, **k: (tarfile_reads.append(1), fallback(*a, **k))[1])
+    local = read_index(str(shards))
+    got = _members_in_process(read_index(f"{http.url}/shards"))
+    want = decode_all(local)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert tarfile_reads == []
+
+    pax = shards.parent / "pax"
+    pax.mkdir(exist_ok=True)
+    with tarfile.open(shards / "shard-000000.tar") as src, \
+            tarfile.open(pax / "shard-000000.tar", "w", format=tarfile.PAX_FORMAT) as out:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            m.mtime = 1.5  # a float mtime needs a pax header
+            out.addfile(m, io.BytesIO(data))
+    index = json.loads((shards / "index.json").read_text())
+    index["shards"] = [{"name": "shard-000000.tar", "count": local.counts[0]}]
+    (pax / "index.json").write_text(json.dumps(index))
+    got = _members_in_process(read_index(f"{http.url}/pax"))
+    assert torch.equal(got[0], want[0][: local.counts[0]]) and tarfile_reads == [1]
+
+
+def _members_in_process(index) -> tuple[torch.Tensor, torch.Tensor]:
+    """decode_all without its worker processes (they would not see the test's spies)."""
+    from infogan_dist.data.shards import iter_shard
+
+    pairs = [s for i in range(len(index.paths)) for s in iter_shard(index, i)]
+    return (torch.from_numpy(np.stack([p[0] for p in pairs])),
+            torch.tensor([p[1] for p in pairs]))
 
 
 def test_profile_file_and_endpoint_config_key(shards, s3, s3_url, tmp_path, monkeypatch):
