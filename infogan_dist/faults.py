@@ -19,6 +19,11 @@ halves the scale; without a scaler (fp32, bf16) the inf reaches the weights.
 A fault fires only in the first attempt of a torchrun job (TORCHELASTIC_RESTART_COUNT
 unset or 0), so a job restarted by `--max_restarts` recovers instead of failing again,
 and at most once per process, so a rollback past its step does not meet it again.
+Across machines the restart count is not enough: with c10d rendezvous a healthy node's
+agent restarts its workers without counting a restart (they see 0 again), and the group
+ranks may move between nodes. INFOGAN_FAULT_ONCE=<path> makes raise, kill, kill_in_save
+and hang fire once per job: the rank that fires creates <path> first (O_EXCL), and no
+process fires once it exists (a path all machines see).
 """
 
 from __future__ import annotations
@@ -40,11 +45,27 @@ def _spec() -> tuple[str, int, int] | None:
     return what, int(rank), int(step)
 
 
+def _first_in_job() -> bool:
+    """False when INFOGAN_FAULT_ONCE names a file that exists (this job fired already)."""
+    marker = os.environ.get("INFOGAN_FAULT_ONCE")
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def inject(where: str, rank: int, step: int) -> None:
     spec = _spec()
     if spec is None or spec[1] != rank or spec[2] != step:
         return
     what = spec[0]
+    fires = (where == "step" and what in ("raise", "kill", "hang")) or (
+        where == "save" and what == "kill_in_save")
+    if not fires or not _first_in_job():
+        return
     if where == "step" and what == "raise":
         raise RuntimeError(f"injected fault (INFOGAN_FAULT) on rank {rank} at step {step}")
     if (where == "step" and what == "kill") or (where == "save" and what == "kill_in_save"):

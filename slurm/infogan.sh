@@ -25,7 +25,8 @@
 # each restart resumes from the newest complete checkpoint (train.resume=auto), replaying
 # the lost steps exactly. MAX_RESTARTS=0 ends the job at the first failure. Restarts need
 # torchrun, i.e. more than one process in all (a single process runs without a launcher);
-# across nodes (c10d) they are best effort so far (README "In-job restarts").
+# across nodes they need TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, set below (README "In-job
+# restarts").
 #
 #SBATCH --job-name=infogan
 #SBATCH --nodes=2
@@ -110,6 +111,13 @@ MAIN_PORT=${MAIN_PORT:-$(( 20000 + SLURM_JOB_ID % 20000 ))}
 # c10d across nodes. On one node: static at 127.0.0.1:MAIN_PORT (accelerate passes no
 # endpoint for one machine, and c10d would then fall back to a fixed localhost:29400).
 if [ "$NNODES" -gt 1 ]; then RDZV_BACKEND=c10d; else RDZV_BACKEND=static; fi
+# c10d shares its agent's TCPStore with the workers by default and keeps it across
+# restarts; the workers then tell attempts apart by TORCHELASTIC_RESTART_COUNT, which a
+# node whose workers did not fail does not increment, so after a rank dies the nodes
+# join the new attempt under different keys (gloo: "connectFullMesh failed ... Connect
+# timeout"; pytorch/pytorch#135712). Without sharing, each attempt's rank 0 hosts a
+# fresh store: restarts across nodes work (tests/integration/test_recovery.py).
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 
 # accelerate 1.15: --multi_gpu goes through torchrun, which starts PROCS_PER_NODE workers
 # per node; with no GPU each worker comes up as MULTI_CPU over gloo (--cpu would start only

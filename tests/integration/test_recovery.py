@@ -272,6 +272,45 @@ def test_max_restarts_recovers_from_a_dead_rank(shards, clean2, tmp_path, fault)
                          saved_tensors(step_dir(run, 2 * N)))
 
 
+def test_max_restarts_on_two_machines_with_c10d(shards, clean2, tmp_path):
+    """Two "machines" on localhost, launched as slurm/infogan.sh launches them: c10d
+    rendezvous hosted by machine 0 (is_host), each agent announcing its address
+    (PET_LOCAL_ADDR), the agents' store not shared with the workers
+    (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, see the script). Rank 1 dies at step 15; the
+    agent of the other machine restarts its workers without counting a restart, and the
+    group ranks may move between machines, so the fault fires once per job
+    (INFOGAN_FAULT_ONCE). Both machines finish, bitwise equal to the uninterrupted run."""
+    port = free_port()
+    env = launch_env() | {"INFOGAN_FAULT": "kill:1:15", "PET_LOCAL_ADDR": "127.0.0.1",
+                          "INFOGAN_FAULT_ONCE": str(tmp_path / "fault-fired"),
+                          "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    procs = []
+    for machine in (0, 1):
+        cmd = train_cmd("launch/cpu_ddp.yaml", SMOKE, *opts(shards, tmp_path, "nodes"),
+                        "train.max_steps=20", "dist.timeout_s=30", port=port, extra_launch=(
+                            "--num_machines", "2", "--num_processes", "2", "--machine_rank",
+                            str(machine), "--main_process_ip", "127.0.0.1", "--rdzv_backend",
+                            "c10d", "--rdzv_conf", f"is_host={int(machine == 0)}",
+                            "--max_restarts", "1", "--monitor_interval", "0.5"))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = []
+    try:
+        outs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for machine, (p, text) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, f"machine {machine}: exit {p.returncode}\n{text[-5000:]}"
+    run = tmp_path / "nodes"
+    assert (tmp_path / "fault-fired").exists()  # the kill happened
+    assert f"resumed from {step_dir(run, N)} at step {N}" in "".join(outs)
+    assert_bitwise_equal(saved_tensors(step_dir(clean2, 2 * N)),
+                         saved_tensors(step_dir(run, 2 * N)))
+
+
 # --- 5. hyper-parameters on resume ---------------------------------------------------------
 
 def test_learning_rates_and_betas_given_on_resume_take_effect(shards, tmp_path):
