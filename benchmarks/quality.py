@@ -1,4 +1,4 @@
-"""Quality benchmark: does c1 learn the digits, seed after seed?
+r"""Quality benchmark: does c1 learn the digits, seed after seed?
 
 For each seed it runs the real trainer as a subprocess, then `infogan eval --json` on the
 final checkpoint, and prints one row per seed (c1's unsupervised accuracy and MI bound,
