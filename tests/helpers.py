@@ -64,6 +64,34 @@ def train_cmd(launch: str, config: str, *overrides: str, port: int | None = None
             str(ROOT / "train.py"), "--config", str(ROOT / config), *overrides]
 
 
+def two_machines(config: str, *overrides: str, env: dict[str, str], timeout: float = 300,
+                 launch: tuple[str, ...] = ()) -> list[str]:
+    """Machine 0 and machine 1 as two concurrent launchers on one host, one process each,
+    meeting at 127.0.0.1 on one port; `launch`: more launcher flags, where "{is_main}"
+    becomes 1 on machine 0 and 0 on machine 1. Returns both outputs; asserts both exit 0."""
+    port = free_port()
+    procs = []
+    for machine in (0, 1):
+        flags = tuple(f.replace("{is_main}", str(int(machine == 0))) for f in launch)
+        cmd = train_cmd("launch/cpu_ddp.yaml", config, *overrides, port=port, extra_launch=(
+            "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine),
+            "--main_process_ip", "127.0.0.1", *flags))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for machine, (p, out) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, f"machine {machine}: exit {p.returncode}\n{out[-6000:]}"
+    return outs
+
+
 def run_ok(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                        env=kw.pop("env", launch_env()), **kw)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from safetensors.torch import load_file
 from infogan_dist.data import StreamSource, read_index
 from infogan_dist.data.prepare import write_shards
 from infogan_dist.data.stream import plan_epoch
-from tests.helpers import ROOT, free_port, launch_env, make_shards, metrics, train, train_cmd
+from tests.helpers import launch_env, make_shards, metrics, train, two_machines
 
 pytestmark = pytest.mark.integration
 
@@ -101,32 +100,6 @@ def test_ranks_bitwise_identical_after_training(shards, tmp_path, batchnorm, upd
 
 # --- 2 and 3. world-size invariance, two machines -----------------------------------------
 
-def _two_machines(config: str, *overrides: str, env: dict[str, str],
-                  timeout: float = 300) -> list[str]:
-    """Machine 0 and machine 1 as two concurrent launchers on one host, one process each,
-    meeting at 127.0.0.1 on one port. Returns both outputs; asserts both exit 0."""
-    port = free_port()
-    procs = []
-    for machine in (0, 1):
-        cmd = train_cmd("launch/cpu_ddp.yaml", config, *overrides, port=port, extra_launch=(
-            "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine),
-            "--main_process_ip", "127.0.0.1"))
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=timeout)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for machine, (p, out) in enumerate(zip(procs, outs, strict=True)):
-        assert p.returncode == 0, f"machine {machine}: exit {p.returncode}\n{out[-6000:]}"
-    return outs
-
-
 def test_world_size_invariance_and_two_machines(shards, tmp_path):
     """train.global_batch_size=16, data.mode=memory, 20 steps of configs/smoke.yaml on
     1 rank, 2 ranks on one machine and 2 machines x 1 process: the generators of the
@@ -137,7 +110,7 @@ def test_world_size_invariance_and_two_machines(shards, tmp_path):
     train("launch/cpu.yaml", "configs/smoke.yaml", *common, "run.name=one")
     train("launch/cpu_ddp.yaml", "configs/smoke.yaml", *common, "run.name=two",
           env=_dump_env(tmp_path / "dump_two"))
-    outs = _two_machines("configs/smoke.yaml", *common, "run.name=nodes",
+    outs = two_machines("configs/smoke.yaml", *common, "run.name=nodes",
                          env=_dump_env(tmp_path / "dump_nodes"))
 
     # 3. the two-machine run: both machines joined one 2-process group, trained, saved

@@ -23,7 +23,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import ROOT, free_port, launch_env, make_shards, metrics, train, train_cmd
+from tests.helpers import (
+    ROOT,
+    free_port,
+    launch_env,
+    make_shards,
+    metrics,
+    train,
+    train_cmd,
+    two_machines,
+)
 from tests.integration.test_resume import assert_bitwise_equal
 from tests.integration.test_resume import saved_tensors as _saved_tensors
 
@@ -280,30 +289,13 @@ def test_max_restarts_on_two_machines_with_c10d(shards, clean2, tmp_path):
     agent of the other machine restarts its workers without counting a restart, and the
     group ranks may move between machines, so the fault fires once per job
     (INFOGAN_FAULT_ONCE). Both machines finish, bitwise equal to the uninterrupted run."""
-    port = free_port()
     env = launch_env() | {"INFOGAN_FAULT": "kill:1:15", "PET_LOCAL_ADDR": "127.0.0.1",
                           "INFOGAN_FAULT_ONCE": str(tmp_path / "fault-fired"),
                           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-    procs = []
-    for machine in (0, 1):
-        cmd = train_cmd("launch/cpu_ddp.yaml", SMOKE, *opts(shards, tmp_path, "nodes"),
-                        "train.max_steps=20", "dist.timeout_s=30", port=port, extra_launch=(
-                            "--num_machines", "2", "--num_processes", "2", "--machine_rank",
-                            str(machine), "--main_process_ip", "127.0.0.1", "--rdzv_backend",
-                            "c10d", "--rdzv_conf", f"is_host={int(machine == 0)}",
+    outs = two_machines(SMOKE, *opts(shards, tmp_path, "nodes"), "train.max_steps=20",
+                        "dist.timeout_s=30", env=env, timeout=400, launch=(
+                            "--rdzv_backend", "c10d", "--rdzv_conf", "is_host={is_main}",
                             "--max_restarts", "1", "--monitor_interval", "0.5"))
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outs = []
-    try:
-        outs = [p.communicate(timeout=400)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for machine, (p, text) in enumerate(zip(procs, outs, strict=True)):
-        assert p.returncode == 0, f"machine {machine}: exit {p.returncode}\n{text[-5000:]}"
     run = tmp_path / "nodes"
     assert (tmp_path / "fault-fired").exists()  # the kill happened
     assert f"resumed from {step_dir(run, N)} at step {N}" in "".join(outs)
