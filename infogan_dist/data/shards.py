@@ -388,10 +388,11 @@ def _remote_members(url: str, size: int | None, sha256: str | None) -> Iterator[
                 r.readall()
                 break
             name, n = member
-            if not have(512 + -(-n // 512) * 512):
+            span = 512 + -(-n // 512) * 512  # header, member, padding to a 512-byte block
+            if not have(span):
                 raise ShardError(f"shard {where}: truncated at member {name}; {_FIX}")
             data = bytes(buf[pos + 512 : pos + 512 + n])
-            pos += 512 + -(-n // 512) * 512
+            pos += span
             if not _META.match(name):
                 yield {"fname": name, "data": data, "__url__": where}
         if sha256 is not None:
