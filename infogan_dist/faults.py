@@ -57,21 +57,23 @@ def _first_in_job() -> bool:
     return True
 
 
+# where each fault of `inject` fires: after a step or inside a checkpoint save
+_SITES = {"raise": "step", "kill": "step", "hang": "step", "kill_in_save": "save"}
+
+
 def inject(where: str, rank: int, step: int) -> None:
     spec = _spec()
     if spec is None or spec[1] != rank or spec[2] != step:
         return
     what = spec[0]
-    fires = (where == "step" and what in ("raise", "kill", "hang")) or (
-        where == "save" and what == "kill_in_save")
-    if not fires or not _first_in_job():
+    if _SITES.get(what) != where or not _first_in_job():
         return
-    if where == "step" and what == "raise":
+    if what == "raise":
         raise RuntimeError(f"injected fault (INFOGAN_FAULT) on rank {rank} at step {step}")
-    if (where == "step" and what == "kill") or (where == "save" and what == "kill_in_save"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if where == "step" and what == "hang":
+    if what == "hang":
         time.sleep(3600)
+        return
+    os.kill(os.getpid(), signal.SIGKILL)  # kill, kill_in_save
 
 
 def poison_grads(phase: str, optimizer: torch.optim.Optimizer, rank: int, step: int) -> bool:
