@@ -292,11 +292,12 @@ class RemoteReader(io.RawIOBase):
     The body is fetched in CHUNK-sized reads into a buffer and small reads (tar headers,
     PNG members) are served from it: a call into the HTTP stack per 512-byte header would
     cost more than decoding the sample. `fetched` is the network position (where a resume
-    starts), `pos` what the caller has read; `sha256` covers the fetched bytes in order."""
+    starts), `pos` what the caller has read; `sha256` covers the fetched bytes in order.
+    `answer`: the whole body already requested (data/ahead.py), used for the first open."""
 
-    def __init__(self, url: str, size: int | None = None, what: str = "shard"):
+    def __init__(self, url: str, size: int | None = None, what: str = "shard", answer=None):
         super().__init__()
-        self.url, self.size, self.what = url, size, what
+        self.url, self.size, self.what, self._answer = url, size, what, answer
         self.pos = self.fetched = 0
         self._body, self._etag = None, None
         self._buf, self._off = b"", 0
@@ -306,7 +307,7 @@ class RemoteReader(io.RawIOBase):
         return True
 
     def _open(self) -> None:
-        body = _Body(self.url, self.fetched, self._etag)
+        body, self._answer = self._answer or _Body(self.url, self.fetched, self._etag), None
         self._etag = body.etag
         if self.size is None and body.length >= 0:
             self.size = body.length
@@ -322,6 +323,9 @@ class RemoteReader(io.RawIOBase):
             self._open()
         try:
             data = self._body.read(CHUNK)
+        except (Transient, Permanent):
+            self._drop()
+            raise
         except Exception as e:
             self._drop()
             raise (_s3_fault(e) if self.url.startswith("s3://") else _http_fault(e)) from None
@@ -384,6 +388,8 @@ class RemoteReader(io.RawIOBase):
 
     def close(self) -> None:
         self._drop()
+        if self._answer is not None:  # never opened
+            self._answer.conn.close()
         super().close()
 
 

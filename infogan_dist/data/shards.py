@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from . import cache, remote
+from . import ahead, cache, remote
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 1
@@ -299,14 +299,15 @@ def _plain_tar_layout(buf: mmap.mmap | bytes, path: str) -> list[tuple[str, int,
     raise ShardError(f"shard {path}: truncated tar (no end-of-archive marker); {_FIX}")
 
 
-def _tar_members(path: str, size: int | None = None, sha256: str | None = None
-                 ) -> Iterator[dict]:
+def _tar_members(path: str, size: int | None = None, sha256: str | None = None,
+                 then: str | None = None) -> Iterator[dict]:
     """{fname, data, __url__} per member, as webdataset's tar_file_expander yields them.
-    `path` may be a URL: through the node cache if data.cache_dir is set, else streamed."""
+    `path` may be a URL: through the node cache if data.cache_dir is set, else streamed
+    (`then`: the path read next, asked for ahead)."""
     if remote.is_remote(path):
         opts = remote.options()
         if not opts.cache_dir:
-            yield from _remote_members(path, size, sha256)
+            yield from _remote_members(path, size, sha256, then)
             return
         opened = cache.open_cached(path, size, sha256, opts.cache_dir, opts.cache_max_bytes)
         sha256 = None  # checked by the cache fill
@@ -348,18 +349,20 @@ class _Prepend:
         return self.stream.read(n)
 
 
-def _remote_members(url: str, size: int | None, sha256: str | None) -> Iterator[dict]:
+def _remote_members(url: str, size: int | None, sha256: str | None, then: str | None = None
+                    ) -> Iterator[dict]:
     """Members of a shard at a URL, parsed while its body streams in (one GET, resumed by
     Range after a fault). The body arrives in CHUNK-sized pieces into a window that is
     parsed like a local file (headers and members sliced out of it, no read call per
     member). The sha256 is checked at the end: memory mode has then not used any sample
-    yet; stream mode stops at the end of a corrupt shard."""
+    yet; stream mode stops at the end of a corrupt shard. `then`: the URL read next; its
+    GET is sent once this body has all arrived (data/ahead.py)."""
     where = remote.redact(url)
-    with remote.RemoteReader(url, size) as r:
+    with remote.RemoteReader(url, size, answer=ahead.take(url, size)) as r:
         buf, pos = bytearray(), 0
 
         def have(n: int) -> bool:  # n bytes from pos in the window, fetching as needed
-            nonlocal buf, pos
+            nonlocal buf, pos, then
             if len(buf) - pos >= n:
                 return True
             del buf[:pos]  # what was parsed already leaves the window
@@ -369,6 +372,9 @@ def _remote_members(url: str, size: int | None, sha256: str | None) -> Iterator[
                 if not chunk:
                     return False
                 buf += chunk
+                if then and r.fetched == r.size:
+                    ahead.ask(then)  # the server starts on it while this window is parsed
+                    then = None
             return True
 
         while True:
@@ -399,13 +405,16 @@ def _remote_members(url: str, size: int | None, sha256: str | None) -> Iterator[
             _check_sha256(url, r.sha256.hexdigest(), sha256)
 
 
-def iter_shard(index: ShardIndex, i: int) -> Iterator[tuple[np.ndarray, int]]:
-    """Decoded (image uint8 CHW, label or -1) of shard i, in file order. Checks the count."""
+def iter_shard(index: ShardIndex, i: int, then: int | None = None
+               ) -> Iterator[tuple[np.ndarray, int]]:
+    """Decoded (image uint8 CHW, label or -1) of shard i, in file order. Checks the count.
+    `then`: the shard read next, if known (a remote one is asked for ahead)."""
     path, n = index.paths[i], 0
     size = index.sizes[i] if index.sizes is not None else None
     sha = index.sha256[i] if index.sha256 is not None else None
+    following = index.paths[then] if then is not None else None
     try:
-        for sample in group_by_keys(_tar_members(path, size, sha)):
+        for sample in group_by_keys(_tar_members(path, size, sha, following)):
             n += 1
             if n > index.counts[i]:
                 break

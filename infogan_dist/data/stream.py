@@ -78,8 +78,9 @@ def _worker_shards(shards: list[int]) -> Iterator[int]:
 
 
 def _read(shards: Iterator[int], index: ShardIndex) -> Iterator[tuple[np.ndarray, int, int]]:
-    for i in shards:
-        for image, label in iter_shard(index, i):  # safe decode, counts checked
+    order = list(shards)
+    for i, then in zip(order, [*order[1:], None], strict=True):
+        for image, label in iter_shard(index, i, then):  # safe decode, counts checked
             yield image, label, i
 
 

@@ -152,6 +152,39 @@ def _members_in_process(index) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor([p[1] for p in pairs]))
 
 
+@pytest.mark.parametrize("server", ["s3", "http"])
+def test_next_shard_is_asked_for_ahead(server, shards, s3, s3_url, http, aws_env,
+                                       monkeypatch):
+    """Stream mode sends shard k+1's GET once shard k's body has arrived (data/ahead.py):
+    every shard after the first opens on an answer already requested, and still each
+    shard crosses the network once (the proxy counts the GETs), with the same samples."""
+    from infogan_dist.data import ahead, stream
+
+    proxy = FaultProxy(s3.port if server == "s3" else http.port)
+    if server == "s3":
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        remote.configure(DataConfig())
+        url = s3_url
+    else:
+        url = f"{proxy.url}/shards"
+    taken = []
+    take = ahead.take
+    monkeypatch.setattr(ahead, "take", lambda *a: (taken.append(take(*a)), taken[-1])[1])
+    try:
+        index = read_index(url)
+        before = proxy.count(".tar")
+        got = [(im, lb, i) for im, lb, i in stream._read(iter([2, 0, 3, 1]), index)]
+        assert [a is not None for a in taken] == [False, True, True, True]
+        assert proxy.count(".tar") - before == 4
+    finally:
+        proxy.close()
+    local = read_index(str(shards))
+    want = [(im, lb, i) for im, lb, i in stream._read(iter([2, 0, 3, 1]), local)]
+    assert [i for *_, i in got] == [i for *_, i in want]
+    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1]
+               for a, b in zip(got, want, strict=True))
+
+
 def test_profile_file_and_endpoint_config_key(shards, s3, s3_url, tmp_path, monkeypatch):
     """Credentials from a shared credentials file + AWS_PROFILE; the endpoint from the
     config key data.s3_endpoint_url, which wins over AWS_ENDPOINT_URL_S3."""

@@ -1,0 +1,125 @@
+"""Asking for the next remote shard before it is needed, without a thread.
+
+A stream-mode reader spends the server's time to first byte (a round trip, and on S3 the
+request's authentication and the object lookup: about 4-6 ms per shard from SeaweedFS on
+loopback, tens of ms from a real bucket) waiting, decoding nothing. When the body of
+shard k has all arrived, the reader still has up to one CHUNK of it to decode; `ask`
+writes the GET for shard k+1 on a connection of its own at that moment and returns, so
+the server works while shard k is decoded, and `take` later finds the answer's headers
+(and the first bytes) already in the socket.
+
+No thread: a thread in this process would wait for the GIL after every recv while the
+main thread decodes (measured slower, BENCHMARKS.md "After the windowed tar parser").
+
+Only an optimization: `take` hands over a body only for a 200 answer of the expected
+length; anything else (an error status, a reset, a timeout) is dropped silently and the
+reader opens the URL as usual, with its retries and one-line errors. A fault in the
+middle of a body taken from here is Transient, so the reader resumes it by Range as any
+other. S3 requests are presigned by the process's botocore client (the standard
+credential chain); the signed URL never leaves this module and is never logged.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import ssl
+from urllib.parse import urlsplit
+
+from . import remote
+
+_Host = tuple[int, str, str, int | None]  # pid, scheme, host, port
+_pending: dict[tuple[int, str], tuple[http.client.HTTPConnection, _Host]] = {}
+_idle: dict[_Host, http.client.HTTPConnection] = {}
+
+
+def _signed(url: str) -> str:
+    if not url.startswith("s3://"):
+        return url
+    bucket, key = remote._bucket_key(url)
+    return remote._s3_client().generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600)
+
+
+def _ssl_context() -> ssl.SSLContext:
+    try:
+        import certifi  # what botocore and urllib3 verify against when it is installed
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        return ssl.create_default_context()
+
+
+def _new_connection(host: _Host) -> http.client.HTTPConnection:
+    _, scheme, name, port = host
+    timeout = remote.options().connect_timeout_s  # read_timeout_s once connected (ask)
+    if scheme == "https":
+        return http.client.HTTPSConnection(name, port, timeout=timeout, context=_ssl_context())
+    return http.client.HTTPConnection(name, port, timeout=timeout)
+
+
+def ask(url: str) -> None:
+    """Send a GET for the whole object at `url` and return without waiting for the answer.
+    At most one request is pending per process: an earlier one nobody took is dropped."""
+    for key in [k for k in _pending if k[0] == os.getpid()]:
+        _pending.pop(key)[0].close()
+    try:
+        parts = urlsplit(_signed(url))
+    except Exception:  # the reader will open it as usual (and name the cause)
+        return
+    host = (os.getpid(), parts.scheme, parts.hostname or "", parts.port)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    kept = [_idle.pop(host)] if host in _idle else []
+    # a kept-alive connection the server has closed can fail here: then once on a new one
+    for conn in [*kept, _new_connection(host)]:  # (a new one connects in request())
+        try:
+            conn.request("GET", target, headers={"Accept-Encoding": "identity"})
+            conn.sock.settimeout(remote.options().read_timeout_s)
+        except Exception:
+            conn.close()
+            continue
+        _pending[(os.getpid(), url)] = (conn, host)
+        return
+
+
+class _Answer:
+    """A body taken from here, with the interface of remote._Body."""
+
+    skip = 0
+
+    def __init__(self, conn: http.client.HTTPConnection, response, host: _Host):
+        self.conn, self.response, self.host = conn, response, host
+        self.length = int(response.getheader("Content-Length"))
+        self.etag = response.getheader("ETag")
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self.response.read(n)
+        except Exception as e:  # IncompleteRead, resets, timeouts: the reader resumes
+            raise remote.Transient(type(e).__name__) from None
+
+    def close(self) -> None:
+        if self.response.isclosed():  # read to the end: the connection can serve again
+            old = _idle.pop(self.host, None)
+            if old is not None:
+                old.close()
+            _idle[self.host] = self.conn
+        else:
+            self.conn.close()
+
+
+def take(url: str, size: int | None) -> _Answer | None:
+    """The answer to an earlier `ask(url)` if it is a 200 of `size` bytes, else None."""
+    pending = _pending.pop((os.getpid(), url), None)
+    if pending is None:
+        return None
+    conn, host = pending
+    try:
+        response = conn.getresponse()
+        n = response.getheader("Content-Length")
+        if response.status == 200 and n is not None and (size is None or int(n) == size):
+            return _Answer(conn, response, host)
+    except Exception:
+        pass
+    conn.close()
+    return None
