@@ -64,9 +64,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run_once(ranks: int, args: argparse.Namespace, out_dir: Path, tag: str) -> dict:
-    """One `accelerate launch` run; returns its throughput over the timed intervals."""
-    name = f"scaling-{ranks}r-{tag}"
+def _launch(ranks: int, args: argparse.Namespace, out_dir: Path, name: str) -> tuple:
     cmd = [
         str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / LAUNCH[ranks]),
         "--main_process_port", str(free_port()), str(ROOT / "train.py"),
@@ -79,10 +77,17 @@ def run_once(ranks: int, args: argparse.Namespace, out_dir: Path, tag: str) -> d
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONUNBUFFERED="1", WANDB_MODE="disabled")
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"run failed ({r.returncode}): {shlex.join(cmd)}\n{r.stdout[-3000:]}\n"
-                 f"{r.stderr[-3000:]}")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    return proc, cmd
+
+
+def _throughput(proc: subprocess.Popen, cmd: list[str], ranks: int, args: argparse.Namespace,
+                out_dir: Path, name: str) -> dict:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        sys.exit(f"run failed ({proc.returncode}): {shlex.join(cmd)}\n{out[-3000:]}\n"
+                 f"{err[-3000:]}")
     metrics = (out_dir / name / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in metrics]
     timed, prev = [], 0
@@ -99,6 +104,24 @@ def run_once(ranks: int, args: argparse.Namespace, out_dir: Path, tag: str) -> d
             "timed_steps": steps}
 
 
+def run_once(ranks: int, args: argparse.Namespace, out_dir: Path, tag: str) -> dict:
+    """One `accelerate launch` run; returns its throughput over the timed intervals."""
+    name = f"scaling-{ranks}r-{tag}"
+    return _throughput(*_launch(ranks, args, out_dir, name), ranks, args, out_dir, name)
+
+
+def run_pair(args: argparse.Namespace, out_dir: Path, tag: str) -> dict:
+    """Two independent 1-rank runs at once (no collective between them): what two
+    processes get from this machine when they only share its cores, caches and memory.
+    Their summed images/s is the ceiling of the 2-rank run on the same machine."""
+    names = [f"scaling-pair{i}-{tag}" for i in (0, 1)]
+    launched = [_launch(1, args, out_dir, n) for n in names]
+    runs = [_throughput(*lc, 1, args, out_dir, n) for lc, n in zip(launched, names, strict=True)]
+    return {"ranks": "2 x 1", "images_per_s": sum(r["images_per_s"] for r in runs),
+            "s_per_step": statistics.mean(r["s_per_step"] for r in runs),
+            "timed_steps": runs[0]["timed_steps"]}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
+    p.add_argument("--pair", action="store_true",
+                   help="also run two independent 1-rank trainings at once each cycle: the "
+                        "machine's ceiling for 2 ranks")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.shards=DIR")
     args = p.parse_args(argv)
 
@@ -119,13 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"config {args.config} {' '.join(args.overrides)}; {args.batch_per_rank} images "
           f"per rank per step, {args.steps} steps, log every {args.log_every} (first interval "
           f"skipped), {args.threads} thread(s) per process")
-    results: dict[int, list[dict]] = {1: [], 2: []}
+    variants: list = [1, 2, *(["pair"] if args.pair else [])]
+    results: dict = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
         for rep in range(args.repeats):
-            for ranks in (1, 2):
-                res = run_once(ranks, args, Path(tmp), str(rep))
+            for ranks in variants:
+                res = (run_pair(args, Path(tmp), str(rep)) if ranks == "pair"
+                       else run_once(ranks, args, Path(tmp), str(rep)))
                 results[ranks].append(res)
-                print(f"  run {rep + 1}/{args.repeats}, {ranks} rank(s): "
+                print(f"  run {rep + 1}/{args.repeats}, {res['ranks']} rank(s): "
                       f"{res['images_per_s']:8.1f} images/s ({1000 * res['s_per_step']:.1f} "
                       f"ms/step over {res['timed_steps']} steps)", flush=True)
     med = {r: statistics.median(x["images_per_s"] for x in v) for r, v in results.items()}
@@ -135,6 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"2 ranks: {med[2]:8.1f} images/s (median of {args.repeats}), "
           f"{med[2] / 2:.1f} per rank")
     print(f"weak-scaling efficiency (2-rank / (2 x 1-rank)): {eff:.2f}")
+    if args.pair:
+        print(f"2 independent 1-rank runs at once: {med['pair']:8.1f} images/s (median of "
+              f"{args.repeats}); ceiling (pair / (2 x 1-rank)): {med['pair'] / (2 * med[1]):.2f}; "
+              f"2-rank / pair: {med[2] / med['pair']:.2f}")
 
 
 if __name__ == "__main__":
