@@ -10,6 +10,13 @@ a warm node cache; then training throughput (benchmarks/train.py, stream mode) w
 data.shards local vs s3://. Every variant runs in its own process, the variants are
 interleaved `--repeats` times (order effects), and the median and the spread are printed
 with each median's ratio to local. Run it on an idle machine only.
+
+    git worktree add /tmp/base <commit>
+    .venv/bin/python benchmarks/remote.py --shards data/mnist/test10k --baseline /tmp/base
+
+--baseline DIR: also runs the loader variants local, s3 and http with the infogan_dist
+package of another checkout (PYTHONPATH=DIR), interleaved with this tree's: an A/B of a
+reader change, measured side by side.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ def main() -> None:
     p.add_argument("--skip-loader", action="store_true")
     p.add_argument("--train-config", default="", help="also time training (stream mode)")
     p.add_argument("--train-steps", type=int, default=30)
+    p.add_argument("--baseline", default="", help="another checkout: A/B of the loader")
     args = p.parse_args()
     local = (ROOT / args.shards).resolve()
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,18 +85,26 @@ def main() -> None:
                 loader = [PY, "benchmarks/loader.py", "--mode", "stream", "--workers", "0",
                           "--batch", "128", "--seconds", str(args.seconds), "--device", "cpu"]
                 cache = tmp / "cache"
-                runs: dict[str, list[float]] = {k: [] for k in
-                                                ("local", "s3", "http", "s3 warm cache")}
+                names = ["local", "s3", "http", "s3 warm cache"]
+                if args.baseline:
+                    names += ["baseline local", "baseline s3", "baseline http"]
+                runs: dict[str, list[float]] = {k: [] for k in names}
                 # fill the cache once, so "warm" is warm in every cycle
                 rate([*loader, "--shards", sources["s3"], "--cache-dir", str(cache)], env,
                      r"([\d,.]+) images/s")
                 for _ in range(args.repeats):
                     for name in runs:
-                        src = sources[name.split()[0]]
+                        src = sources[name.split()[-1] if "baseline" in name
+                                      else name.split()[0]]
                         extra = ["--cache-dir", str(cache)] if "cache" in name else []
-                        runs[name].append(rate([*loader, "--shards", src, *extra], env,
-                                               r"([\d,.]+) images/s"))
+                        tree = ({"PYTHONPATH": str(Path(args.baseline).resolve())}
+                                if "baseline" in name else {})
+                        runs[name].append(rate([*loader, "--shards", src, *extra],
+                                               {**env, **tree}, r"([\d,.]+) images/s"))
                 table("Loader, stream mode, 0 workers, batch 128", runs, "local")
+                if args.baseline:
+                    table(f"The same with {args.baseline} (baseline)",
+                          {k: v for k, v in runs.items() if "baseline" in k}, "baseline local")
             if args.train_config:
                 train: dict[str, list[float]] = {"local": [], "s3": []}
                 for _ in range(args.repeats):
