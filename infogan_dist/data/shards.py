@@ -359,23 +359,25 @@ def _remote_members(url: str, size: int | None, sha256: str | None, then: str | 
     GET is sent once this body has all arrived (data/ahead.py)."""
     where = remote.redact(url)
     with remote.RemoteReader(url, size, answer=ahead.take(url, size)) as r:
-        buf, pos = bytearray(), 0
+        buf, pos = b"", 0  # bytes, not a bytearray: a slice of it is the member, one copy
 
         def have(n: int) -> bool:  # n bytes from pos in the window, fetching as needed
             nonlocal buf, pos, then
             if len(buf) - pos >= n:
                 return True
-            del buf[:pos]  # what was parsed already leaves the window
-            pos = 0
-            while len(buf) < n:
+            parts = [buf[pos:]]  # what was parsed already leaves the window
+            got, pos = len(parts[0]), 0
+            while got < n:
                 chunk = r.read(remote.CHUNK)
                 if not chunk:
-                    return False
-                buf += chunk
+                    break
+                parts.append(chunk)
+                got += len(chunk)
                 if then and r.fetched == r.size:
                     ahead.ask(then)  # the server starts on it while this window is parsed
                     then = None
-            return True
+            buf = b"".join(parts)
+            return got >= n
 
         while True:
             if not have(512):
@@ -383,13 +385,13 @@ def _remote_members(url: str, size: int | None, sha256: str | None, then: str | 
                     raise ShardError(f"shard {where}: empty file; {_FIX}")
                 raise ShardError(f"shard {where}: truncated tar (no end-of-archive marker); "
                                  f"{_FIX}")
-            header = bytes(buf[pos : pos + 512])
-            if header.count(0) == 512:
+            header = buf[pos : pos + 512]
+            if not header[0] and header.count(0) == 512:  # a member's name is never empty
                 r.readall()  # the end-of-archive padding, so the digest covers the file
                 break
             member = _ustar_member(header)
             if member is None:  # pax/GNU headers or links: tarfile reads the rest
-                rest = _Prepend(bytes(buf[pos:]), r)
+                rest = _Prepend(buf[pos:], r)
                 yield from tar_file_expander([{"url": where, "stream": rest}])
                 r.readall()
                 break
@@ -397,7 +399,7 @@ def _remote_members(url: str, size: int | None, sha256: str | None, then: str | 
             span = 512 + -(-n // 512) * 512  # header, member, padding to a 512-byte block
             if not have(span):
                 raise ShardError(f"shard {where}: truncated at member {name}; {_FIX}")
-            data = bytes(buf[pos + 512 : pos + 512 + n])
+            data = buf[pos + 512 : pos + 512 + n]
             pos += span
             if not _META.match(name):
                 yield {"fname": name, "data": data, "__url__": where}
