@@ -21,6 +21,7 @@ credential chain); the signed URL never leaves this module and is never logged.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import ssl
@@ -41,7 +42,8 @@ def _signed(url: str) -> str:
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600)
 
 
-def _ssl_context() -> ssl.SSLContext:
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:  # loading the CA bundle costs ms: once per process
     try:
         import certifi  # what botocore and urllib3 verify against when it is installed
 
@@ -52,10 +54,22 @@ def _ssl_context() -> ssl.SSLContext:
 
 def _new_connection(host: _Host) -> http.client.HTTPConnection:
     _, scheme, name, port = host
-    timeout = remote.options().connect_timeout_s  # read_timeout_s once connected (ask)
+    timeout = remote.options().connect_timeout_s  # read_timeout_s once connected (_send)
     if scheme == "https":
         return http.client.HTTPSConnection(name, port, timeout=timeout, context=_ssl_context())
     return http.client.HTTPConnection(name, port, timeout=timeout)
+
+
+def _send(conn: http.client.HTTPConnection, target: str) -> bool:
+    """Write the GET (connecting first if needed); False, and the connection closed, if
+    that fails."""
+    try:
+        conn.request("GET", target, headers={"Accept-Encoding": "identity"})
+        conn.sock.settimeout(remote.options().read_timeout_s)
+        return True
+    except Exception:
+        conn.close()
+        return False
 
 
 def ask(url: str) -> None:
@@ -69,17 +83,12 @@ def ask(url: str) -> None:
         return
     host = (os.getpid(), parts.scheme, parts.hostname or "", parts.port)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    kept = [_idle.pop(host)] if host in _idle else []
-    # a kept-alive connection the server has closed can fail here: then once on a new one
-    for conn in [*kept, _new_connection(host)]:  # (a new one connects in request())
-        try:
-            conn.request("GET", target, headers={"Accept-Encoding": "identity"})
-            conn.sock.settimeout(remote.options().read_timeout_s)
-        except Exception:
-            conn.close()
-            continue
-        _pending[(os.getpid(), url)] = (conn, host)
-        return
+    conn = _idle.pop(host, None)
+    if conn is None or not _send(conn, target):  # the server may have closed a kept one
+        conn = _new_connection(host)
+        if not _send(conn, target):
+            return
+    _pending[(os.getpid(), url)] = (conn, host)
 
 
 class _Answer:

@@ -388,8 +388,8 @@ class RemoteReader(io.RawIOBase):
 
     def close(self) -> None:
         self._drop()
-        if self._answer is not None:  # never opened
-            self._answer.conn.close()
+        if self._answer is not None:  # never opened: its connection is closed
+            self._answer.close()
         super().close()
 
 
