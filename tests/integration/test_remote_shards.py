@@ -152,6 +152,19 @@ def _members_in_process(index) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor([p[1] for p in pairs]))
 
 
+def _behind_proxy(server: str, s3, s3_url: str, http, monkeypatch, **faults
+                  ) -> tuple[FaultProxy, str]:
+    """A FaultProxy in front of the S3 or HTTP server, and the shards' URL through it
+    (S3: the endpoint variable points at the proxy, the clients are made afresh)."""
+    if server == "s3":
+        proxy = FaultProxy(s3.port, **faults)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        remote.configure(DataConfig())
+        return proxy, s3_url
+    proxy = FaultProxy(http.port, **faults)
+    return proxy, f"{proxy.url}/shards"
+
+
 @pytest.mark.parametrize("server", ["s3", "http"])
 def test_next_shard_is_asked_for_ahead(server, shards, s3, s3_url, http, aws_env,
                                        monkeypatch):
@@ -160,13 +173,7 @@ def test_next_shard_is_asked_for_ahead(server, shards, s3, s3_url, http, aws_env
     shard crosses the network once (the proxy counts the GETs), with the same samples."""
     from infogan_dist.data import ahead, stream
 
-    proxy = FaultProxy(s3.port if server == "s3" else http.port)
-    if server == "s3":
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
-        remote.configure(DataConfig())
-        url = s3_url
-    else:
-        url = f"{proxy.url}/shards"
+    proxy, url = _behind_proxy(server, s3, s3_url, http, monkeypatch)
     taken = []
     take = ahead.take
     monkeypatch.setattr(ahead, "take", lambda *a: (taken.append(take(*a)), taken[-1])[1])
@@ -211,14 +218,8 @@ def test_profile_file_and_endpoint_config_key(shards, s3, s3_url, tmp_path, monk
 @pytest.mark.parametrize("server", ["s3", "http"])
 def test_resets_and_503_are_survived_bitwise(server, shards, s3, s3_url, http, aws_env,
                                              monkeypatch):
-    if server == "s3":
-        proxy = FaultProxy(s3.port, reset_every=5, err_every=10, reset_after=30000)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
-        remote.configure(DataConfig())
-        url = s3_url
-    else:
-        proxy = FaultProxy(http.port, reset_every=5, err_every=10, reset_after=30000)
-        url = f"{proxy.url}/shards"
+    proxy, url = _behind_proxy(server, s3, s3_url, http, monkeypatch, reset_every=5,
+                               err_every=10, reset_after=30000)
     try:
         local = read_index(str(shards))
         index = read_index(url)
