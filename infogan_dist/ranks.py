@@ -1,5 +1,6 @@
 """Everything that knows about ranks, kept small: printing, cross-rank BatchNorm,
-rank-agreement on stopping, and the bitwise cross-rank checksum.
+rank-agreement on stopping, a differentiable global mean, and the bitwise cross-rank
+checksum.
 
 Models never import this module; the trainer applies it from outside.
 """
@@ -201,6 +202,19 @@ def any_rank(flag: torch.Tensor) -> bool:
     if size > 1:
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def global_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of x over its rows on all ranks (each rank holds the same number), with the
+    gradient: the all-reduce's backward sums the ranks' identical upstream gradients
+    (world size x), and DDP's average divides it back, so a loss of this mean trains as
+    on one process with the global batch. One small all-reduce; one process: x.mean(0)."""
+    _, size = world()
+    if size == 1:
+        return x.mean(dim=0)
+    from torch.distributed.nn.functional import all_reduce  # autograd-aware
+
+    return all_reduce(x.sum(dim=0)) / (x.shape[0] * size)
 
 
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:

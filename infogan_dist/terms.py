@@ -19,6 +19,7 @@ import torch
 from .config import Config
 from .latent import Latent, LatentSpace
 from .losses import ADVERSARIAL
+from .ranks import global_mean
 from .registry import Registry
 
 Stats = dict[str, torch.Tensor]
@@ -134,3 +135,29 @@ class QAugment(BuiltIn):
         w = self.cfg.loss.q_augment * self.cfg.loss.lambda_cat
         loss = self.space.info_loss(v.q, v.latent, w, 0.0)[0]
         return loss, {"loss/q_augment": loss.detach()}
+
+
+@register_term("real_mi")
+class RealMI(LossTerm):
+    """Q's categorical codes on *real* images (loss.extra.real_mi): maximise
+    I(x; c) = H(E_x p(c|x)) - E_x H(p(c|x)) (RIM, Krause et al. 2010; IMSAT's objective
+    without its augmentation). The info loss teaches Q only on fakes; this makes Q's
+    classes confident on the real images too while keeping them all in use. The marginal
+    E_x p(c|x) is over the global batch (ranks.global_mean), so the term, like the rest of
+    a step, does not depend on the number of ranks.
+    Reports `mi/real/<code>`, the estimate of I(x; c) on the batch (at most ln K)."""
+
+    view, head, roles = "real", "q", ("D",)
+
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        out = self.space.split_q(v.q)
+        loss = v.q.new_zeros((), dtype=torch.float32)
+        stats: Stats = {}
+        for name, logits in zip(self.space.cat_names, out.logits, strict=True):
+            logp = torch.log_softmax(logits.float(), dim=1)
+            cond = -(logp.exp() * logp).sum(dim=1).mean()
+            marginal = global_mean(logp.exp())
+            mi = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum() - cond
+            loss = loss - self.weight(self.cfg) * mi
+            stats[f"mi/real/{name}"] = mi.detach()
+        return loss, stats

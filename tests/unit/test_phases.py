@@ -2,6 +2,7 @@
 same on one rank)."""
 
 import contextlib
+import math
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from infogan_dist.config import load_config
 from infogan_dist.latent import LatentSpace
 from infogan_dist.losses import ADVERSARIAL
 from infogan_dist.models import build_models
+from infogan_dist.terms import LOSS_TERMS, View
 from infogan_dist.updates import UPDATE_RULES, StepInputs
 
 
@@ -137,3 +139,30 @@ def test_q_augment_adds_a_loss_that_moves_g_and_q(update):
     q_diff = {k for k, v in after[0][1].items() if k.startswith("q")
               and not torch.equal(v, after[1][1][k])}
     assert g_diff and q_diff, "the augmented category loss reached neither G nor Q"
+
+
+# --- loss.extra.real_mi: Q's classes on real images --------------------------------------
+def test_real_mi_is_the_mutual_information_of_q_on_real_images():
+    cfg = load_config(None, ["latent.categorical=[4]", "latent.continuous=0",
+                             "loss.extra={real_mi: 1.0}"])
+    space = LatentSpace(cfg.latent)
+    term = LOSS_TERMS["real_mi"](cfg, space)
+    sure = torch.eye(4).repeat(2, 1) * 50  # each row confident, all classes equally used
+    loss, stats = term(View("real", torch.zeros(8, 1), None, q=sure))
+    assert torch.isclose(stats["mi/real/c1"], torch.tensor(math.log(4)), atol=1e-4)
+    assert torch.isclose(loss, -stats["mi/real/c1"])
+    one_class = torch.tensor([[50.0, 0, 0, 0]]).repeat(8, 1)  # confident, one class: no MI
+    unsure = torch.zeros(8, 4)  # every class equally likely for every row: no MI
+    for q in (one_class, unsure):
+        assert abs(float(term(View("real", torch.zeros(8, 1), None, q=q))[1]["mi/real/c1"])) < 1e-4
+
+
+def test_real_mi_joins_the_d_phase_and_moves_q():
+    G, D, phases, ctx = setup("paper", "loss.extra={real_mi: 1.0}", "optim.lr_d=0.01")
+    q0 = snapshot(D)
+    first = float(run(phases[0], ctx)["mi/real/c1"])
+    assert "mi/real/c1" not in run(phases[1], ctx), "real_mi joined G's phase"
+    assert changed(q0, D, "q")
+    for _ in range(30):
+        last = float(run(phases[0], ctx)["mi/real/c1"])
+    assert last > first + 0.2
