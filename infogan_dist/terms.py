@@ -155,8 +155,9 @@ class RealMI(LossTerm):
         stats: Stats = {}
         for name, logits in zip(self.space.cat_names, out.logits, strict=True):
             logp = torch.log_softmax(logits.float(), dim=1)
-            cond = -(logp.exp() * logp).sum(dim=1).mean()
-            marginal = global_mean(logp.exp())
+            p = logp.exp()
+            cond = -(p * logp).sum(dim=1).mean()
+            marginal = global_mean(p)
             mi = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum() - cond
             loss = loss - self.weight(self.cfg) * mi
             stats[f"mi/real/{name}"] = mi.detach()
