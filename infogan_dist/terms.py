@@ -3,8 +3,9 @@ of D. Update rules (updates.py) list the built-in terms of each phase in the ord
 are summed; an extension term names the phase roles it joins and gets its weight from
 `loss.extra.<name>` (README "Extending").
 
-A term sees a View: the images D judged (`real`, `fake`, or `augmented`: the fakes moved
-by augment.random_affine), their latents (fakes only) and D's outputs for them. It
+A term sees a View: the images D judged (`real`, `fake`, `augmented`: the fakes moved
+by augment.random_affine, or `real_pair`: the real batch followed by its moved copy),
+their latents (fakes only) and D's outputs for them. It
 returns its weighted loss and the statistics to report (same-named statistics of one
 phase are summed, e.g. loss/D = real half + fake half).
 """
@@ -27,7 +28,7 @@ Stats = dict[str, torch.Tensor]
 
 @dataclass
 class View:
-    name: str  # "real", "fake" or "augmented"
+    name: str  # "real", "fake", "augmented" or "real_pair"
     images: torch.Tensor
     latent: Latent | None  # the codes behind fakes; None for real images
     logit: torch.Tensor | None = None  # D's adversarial head on `images`, when asked for
@@ -161,4 +162,35 @@ class RealMI(LossTerm):
             mi = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum() - cond
             loss = loss - self.weight(self.cfg) * mi
             stats[f"mi/real/{name}"] = mi.detach()
+        return loss, stats
+
+
+@register_term("real_iic")
+class RealIIC(LossTerm):
+    """Q's categorical codes on *real* images and on moved copies of them
+    (loss.extra.real_iic): maximise I(c(x); c(x')) of the two predictions, where x' is x
+    rotated, scaled and shifted by augment.random_affine (IIC, Ji et al. 2019, with one
+    head and no overclustering). Its joint P = E_x p(c|x) p(c|x')^T (symmetrised) wants
+    each image's class confident, the same under the move, and all classes used: on real
+    data, what loss.q_augment asks of Q on fakes. Like real_mi, P is a mean over the
+    global batch (ranks.global_mean), so the term does not depend on the number of ranks.
+    Reports `mi/iic/<code>` (at most ln K)."""
+
+    view, head, roles = "real_pair", "q", ("D",)
+
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        out = self.space.split_q(v.q)
+        loss = v.q.new_zeros((), dtype=torch.float32)
+        stats: Stats = {}
+        for name, logits in zip(self.space.cat_names, out.logits, strict=True):
+            p = torch.softmax(logits.float(), dim=1)
+            n = p.shape[0] // 2  # rows: the real batch, then its moved copy
+            joint = global_mean(p[:n, :, None] * p[n:, None, :])
+            joint = (joint + joint.T) / 2
+            log = torch.log(joint.clamp_min(1e-12))
+            rows = torch.log(joint.sum(dim=1, keepdim=True).clamp_min(1e-12))
+            cols = torch.log(joint.sum(dim=0, keepdim=True).clamp_min(1e-12))
+            mi = (joint * (log - rows - cols)).sum()
+            loss = loss - self.weight(self.cfg) * mi
+            stats[f"mi/iic/{name}"] = mi.detach()
         return loss, stats

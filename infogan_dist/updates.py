@@ -47,8 +47,9 @@ from .registry import Registry
 from .terms import LOSS_TERMS, LossTerm, Stats, View
 
 # Keys of the latent draws: the D and G phases share one fake batch, info draws afresh.
-# AUG_DRAW keys the transform parameters of the augmented view.
-FAKE_DRAW, INFO_DRAW, AUG_DRAW = 0, 2, 3
+# AUG_DRAW and REAL_AUG_DRAW key the transform parameters of the augmented and real_pair
+# views.
+FAKE_DRAW, INFO_DRAW, AUG_DRAW, REAL_AUG_DRAW = 0, 2, 3, 4
 _CPU = torch.device("cpu")
 
 
@@ -219,6 +220,9 @@ class Phase:
     def _view(self, inputs: StepInputs, name: str, fakes: Fakes | None, detach: bool) -> View:
         if name == "real":
             return View(name, inputs.real, None)
+        if name == "real_pair":  # one forward, so BatchNorm sees both halves together
+            moved = augment.random_affine(inputs.real, inputs.uniforms(REAL_AUG_DRAW))
+            return View(name, torch.cat([inputs.real, moved]), None)
         images = fakes.images.detach() if detach else fakes.images
         if name == "augmented":
             images = augment.random_affine(images, inputs.uniforms(AUG_DRAW))

@@ -72,9 +72,10 @@ def _assert_complete_state(state: dict[str, torch.Tensor], info: bool = True) ->
     ("sync", []), ("local", []),
     ("sync", ["train.update=paper", "loss.q_augment=1"]),  # two optimizers, 3 D forwards
     ("sync", ["model.ema_half_life_images=200"]),  # the EMA generator is compared too
-    # Q on real images, its marginal all-reduced inside the D step (ranks.global_mean)
-    ("sync", ["train.update=paper", "loss.extra={real_mi: 0.3}"]),
-], ids=["sync", "local", "paper-q_augment", "ema", "paper-real_mi"])
+    # Q on real images (and their moved copies, one more D forward): the marginal and the
+    # joint all-reduced inside the D step (ranks.global_mean)
+    ("sync", ["train.update=paper", "loss.extra={real_mi: 0.3, real_iic: 1.0}"]),
+], ids=["sync", "local", "paper-q_augment", "ema", "paper-real_mi-real_iic"])
 def test_ranks_bitwise_identical_after_training(shards, tmp_path, batchnorm, update):
     """2 ranks, 20 steps of the conv model (BatchNorm in G, D's trunk and the Q head):
     every parameter, buffer and Adam state tensor is bitwise equal on both ranks. With
@@ -90,8 +91,9 @@ def test_ranks_bitwise_identical_after_training(shards, tmp_path, batchnorm, upd
     _assert_complete_state(s0, info="train.update=paper" not in update)
     if "model.ema_half_life_images=200" in update:
         assert any(n.startswith("G_ema.") for n in s0), "the EMA is not in the fingerprint"
-    if "loss.extra={real_mi: 0.3}" in update:
-        assert all("mi/real/c1" in m for m in metrics(tmp_path / "sync")), "real_mi never ran"
+    if "loss.extra={real_mi: 0.3, real_iic: 1.0}" in update:
+        for key in ("mi/real/c1", "mi/iic/c1"):
+            assert all(key in m for m in metrics(tmp_path / "sync")), f"no {key}: never ran"
     assert (tmp_path / "sync/checkpoints/step-00000020/COMPLETE").is_file()
 
     differ = _bitwise_differences(s0, s1, skip_bn_stats=batchnorm == "local")

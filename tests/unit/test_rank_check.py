@@ -212,36 +212,40 @@ def test_cross_rank_batchnorm_equals_batchnorm_on_the_global_batch(tmp_path):
     _spawn(_bn_worker, tmp_path)
 
 
-def _global_mean_worker(rank: int, store: str) -> None:
-    """loss.extra.real_mi's marginal over 2 ranks (ranks.global_mean) = over the global
-    batch on one process: the term's value, and each rank's gradient of its rows once DDP
-    has averaged it (divided by the world size)."""
+def _global_mean_worker(rank: int, store: str, name: str) -> None:
+    """The global-batch terms over 2 ranks (ranks.global_mean) = over the global batch on
+    one process: the term's value, and each rank's gradient of its rows once DDP has
+    averaged it (divided by the world size). real_mi reads the real batch; real_iic the
+    real batch followed by its moved copy, so a rank's rows are its slice of each half."""
     _init(rank, store)
     from infogan_dist.config import load_config
     from infogan_dist.latent import LatentSpace
     from infogan_dist.terms import LOSS_TERMS, View
 
-    cfg = load_config(None, ["latent.continuous=0", "loss.extra={real_mi: 1.0}"])
-    term = LOSS_TERMS["real_mi"](cfg, LatentSpace(cfg.latent))
-    q = torch.randn(8, 10, generator=torch.Generator().manual_seed(3)) * 3
-    rows = slice(4 * rank, 4 * rank + 4)
+    cfg = load_config(None, ["latent.continuous=0", f"loss.extra={{{name}: 1.0}}"])
+    term = LOSS_TERMS[name](cfg, LatentSpace(cfg.latent))
+    halves = 2 if term.view == "real_pair" else 1
+    q = torch.randn(8 * halves, 10, generator=torch.Generator().manual_seed(3)) * 3
+    rows = torch.cat([torch.arange(8 * h + 4 * rank, 8 * h + 4 * rank + 4) for h in range(halves)])
     mine = q[rows].clone().requires_grad_()
-    loss, stats = term(View("real", torch.zeros(4, 1), None, q=mine))
+    loss, stats = term(View(term.view, torch.zeros(len(rows), 1), None, q=mine))
     loss.backward()
-    mi = stats["mi/real/c1"].clone()
+    key = next(iter(stats))
+    mi = stats[key].clone()
     tdist.all_reduce(mi)  # the trainer reports the mean of the ranks' statistics
     whole = q.clone().requires_grad_()
     world = ranks.world
     ranks.world = lambda: (0, 1)  # the same term as one process computes it
     try:
-        ref_loss, ref_stats = term(View("real", torch.zeros(8, 1), None, q=whole))
+        ref_loss, ref_stats = term(View(term.view, torch.zeros(len(q), 1), None, q=whole))
     finally:
         ranks.world = world
     ref_loss.backward()
-    assert torch.allclose(mi / WORLD, ref_stats["mi/real/c1"], atol=1e-6)
+    assert torch.allclose(mi / WORLD, ref_stats[key], atol=1e-6)
     assert torch.allclose(mine.grad / WORLD, whole.grad[rows], atol=1e-6), rank
     _finish()
 
 
-def test_real_mi_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path):
-    _spawn(_global_mean_worker, tmp_path)
+@pytest.mark.parametrize("name", ["real_mi", "real_iic"])
+def test_global_batch_terms_on_two_ranks_equal_one_process(tmp_path, name):
+    _spawn(_global_mean_worker, tmp_path, name)
