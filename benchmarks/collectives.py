@@ -17,6 +17,8 @@ site found on the Python stack:
 
   ddp_grads   DDP gradient buckets (the comm hook)
   batchnorm   CrossRankBatchNorm statistics (forward) and their gradients (backward)
+  global_mean the global-batch means of loss.extra terms (ranks.global_mean, forward; its
+              backward all-reduce runs inside autograd, with no project frame: other)
   stop        the agreement on stop requests
   metrics     the tracker's reduction at log steps
   rank_check  the bitwise cross-rank fingerprints
@@ -48,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SITES = ("ddp_grads", "batchnorm", "stop", "metrics", "rank_check", "other")
+SITES = ("ddp_grads", "batchnorm", "global_mean", "stop", "metrics", "rank_check", "other")
 WRAPPED = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
            "reduce_scatter_tensor", "broadcast", "reduce", "gather", "scatter", "barrier",
            "all_gather_object", "broadcast_object_list", "gather_object", "all_to_all",
@@ -85,6 +87,8 @@ def _site(stack: list[traceback.FrameSummary], counter: Counter) -> str:
                 return "stop"
             if "check" in frame.name or "fingerprint" in frame.name:
                 return "rank_check"
+            if frame.name == "global_mean":
+                return "global_mean"
             return "batchnorm"
         return "other"
     return "other"

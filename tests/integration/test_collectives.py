@@ -7,6 +7,7 @@ Per steady-state step (neither a log step nor the first or last):
   here fits one bucket): paper = D phase (D) + G phase (G) = 2; three_optimizers =
   D + G + info (G and D) = 4;
 - one collective per CrossRankBatchNorm forward and one per backward;
+- one all-reduce of loss.extra.real_iic's joint (ranks.global_mean) forward, one backward;
 - one stop agreement (asynchronous), no metrics reduction, no host sync.
 A log step adds the metrics reduction and its one host sync.
 """
@@ -25,9 +26,10 @@ pytestmark = pytest.mark.integration
 
 # Training-mode BatchNorm forwards (= backwards) per step of the paper update on
 # infogan_mnist (BN: 3 in G, 2 in D's trunk, 1 in the Q head):
-#   D phase: G once (the fakes), D on real (trunk), fake and augmented (trunk + Q)
+#   D phase: G once (the fakes), D on real (trunk), fake, augmented and, for
+#            loss.extra.real_iic, real with its moved copy (trunk + Q)
 #   G phase: the frozen D on fake and augmented (trunk + Q); G's backward
-PAPER_BN = 3 + 2 + 3 + 3 + 3 + 3
+PAPER_BN = 3 + 2 + 3 + 3 + 3 + 3 + 3
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,8 @@ def test_paper_step_on_conv_nets(shards, tmp_path):
     steady, log = s["steady"], s["log"]
     assert steady["ddp_grads/calls"] == 2, steady  # one per optimizer step
     assert steady["batchnorm/calls"] == 2 * PAPER_BN, steady  # one forward, one backward
+    assert steady["global_mean/calls"] == 1, steady  # real_iic's joint (forward)
+    assert steady.get("other/calls", 0) == 1, steady  # ... and its backward, in autograd
     assert steady["stop/calls"] == 1, steady
     assert steady.get("metrics/calls", 0) == 0, steady
     assert steady.get("host_syncs", 0) == 0, steady

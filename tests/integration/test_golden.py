@@ -1,9 +1,9 @@
 """Golden loss traces: a refactor must not move the numbers unseen.
 
-Two 20-step runs on one rank, every step logged: `configs/smoke.yaml` (seed MLP, three
+20-step runs on one rank, every step logged: `configs/smoke.yaml` (seed MLP, three
 optimizers) and `configs/mnist.yaml` at model.width=0.25 (paper conv nets, paper update,
-loss.q_augment). Their `loss/D`, `loss/G`, `loss/info` and `mi/c1` must equal the pinned
-values in tests/assets/losses/ exactly.
+loss.q_augment), without and with its loss.extra.real_iic. Their `loss/D`, `loss/G`,
+`loss/info` and `mi/c1` must equal the pinned values in tests/assets/losses/ exactly.
 
 Tolerance: none (bitwise). One CPU process with OMP_NUM_THREADS=1 (tests/helpers.py) runs
 the same kernels in the same order every time on this machine type, and every random draw
@@ -30,10 +30,13 @@ ASSETS = ROOT / "tests" / "assets" / "losses"
 KEYS = ("loss/D", "loss/G", "loss/info", "mi/c1")
 CASES = {
     "smoke": ("configs/smoke.yaml", []),
-    "mnist_w025": ("configs/mnist.yaml", ["model.width=0.25"]),
+    # the recipe as it was recorded, before real_iic joined it (the EMA was off then)
+    "mnist_w025": ("configs/mnist.yaml", ["model.width=0.25", "loss.extra={real_iic: 0}",
+                                          "model.ema_half_life_images=0"]),
     # the EMA generator must not touch training: the same pinned trace as without it
-    "mnist_w025_ema": ("configs/mnist.yaml", ["model.width=0.25",
+    "mnist_w025_ema": ("configs/mnist.yaml", ["model.width=0.25", "loss.extra={real_iic: 0}",
                                               "model.ema_half_life_images=500"]),
+    "mnist_w025_iic": ("configs/mnist.yaml", ["model.width=0.25"]),  # the recipe as it is
 }
 ASSET = {"mnist_w025_ema": "mnist_w025"}  # cases that share another case's trace
 
