@@ -7,7 +7,8 @@ Per steady-state step (neither a log step nor the first or last):
   here fits one bucket): paper = D phase (D) + G phase (G) = 2; three_optimizers =
   D + G + info (G and D) = 4;
 - one collective per CrossRankBatchNorm forward and one per backward;
-- one all-reduce of loss.extra.real_iic's joint (ranks.global_mean) forward, one backward;
+- with loss.extra.real_iic: its view's BatchNorm layers, and one all-reduce of its joint
+  (ranks.global_mean) forward and one backward;
 - one stop agreement (asynchronous), no metrics reduction, no host sync.
 A log step adds the metrics reduction and its one host sync.
 """
@@ -26,10 +27,11 @@ pytestmark = pytest.mark.integration
 
 # Training-mode BatchNorm forwards (= backwards) per step of the paper update on
 # infogan_mnist (BN: 3 in G, 2 in D's trunk, 1 in the Q head):
-#   D phase: G once (the fakes), D on real (trunk), fake, augmented and, for
-#            loss.extra.real_iic, real with its moved copy (trunk + Q)
+#   D phase: G once (the fakes), D on real (trunk), fake and augmented (trunk + Q)
 #   G phase: the frozen D on fake and augmented (trunk + Q); G's backward
-PAPER_BN = 3 + 2 + 3 + 3 + 3 + 3 + 3
+# loss.extra.real_iic adds a view of the D phase: real with its moved copy (trunk + Q).
+PAPER_BN = 3 + 2 + 3 + 3 + 3 + 3
+IIC_BN = 3
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +49,16 @@ def count(tmp_path, config: str, *overrides: str) -> dict:
     return json.loads(out.read_text())
 
 
-def test_paper_step_on_conv_nets(shards, tmp_path):
+@pytest.mark.parametrize("iic", [0, 1], ids=["recipe", "real_iic"])
+def test_paper_step_on_conv_nets(shards, tmp_path, iic):
     s = count(tmp_path, "configs/mnist.yaml", f"data.shards={shards}", "model.width=0.125",
-              "train.global_batch_size=16")["summary"]
+              "train.global_batch_size=16", f"loss.extra={{real_iic: {iic}}}")["summary"]
     steady, log = s["steady"], s["log"]
     assert steady["ddp_grads/calls"] == 2, steady  # one per optimizer step
-    assert steady["batchnorm/calls"] == 2 * PAPER_BN, steady  # one forward, one backward
-    assert steady["global_mean/calls"] == 1, steady  # real_iic's joint (forward)
-    assert steady.get("other/calls", 0) == 1, steady  # ... and its backward, in autograd
+    # one forward, one backward
+    assert steady["batchnorm/calls"] == 2 * (PAPER_BN + iic * IIC_BN), steady
+    assert steady.get("global_mean/calls", 0) == iic, steady  # real_iic's joint (forward)
+    assert steady.get("other/calls", 0) == iic, steady  # ... and its backward, in autograd
     assert steady["stop/calls"] == 1, steady
     assert steady.get("metrics/calls", 0) == 0, steady
     assert steady.get("host_syncs", 0) == 0, steady
