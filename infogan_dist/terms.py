@@ -138,8 +138,28 @@ class QAugment(BuiltIn):
         return loss, {"loss/q_augment": loss.detach()}
 
 
+class CodesMI(LossTerm):
+    """A term that maximises, for each categorical code, an MI estimate `mi(logits)` from
+    Q's logits on its view, weighted by loss.extra.<name>; reports `mi/<stat>/<code>`."""
+
+    stat: ClassVar[str] = ""
+
+    def mi(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        out = self.space.split_q(v.q)
+        loss = v.q.new_zeros((), dtype=torch.float32)
+        stats: Stats = {}
+        for name, logits in zip(self.space.cat_names, out.logits, strict=True):
+            mi = self.mi(logits.float())
+            loss = loss - self.weight(self.cfg) * mi
+            stats[f"mi/{self.stat}/{name}"] = mi.detach()
+        return loss, stats
+
+
 @register_term("real_mi")
-class RealMI(LossTerm):
+class RealMI(CodesMI):
     """Q's categorical codes on *real* images (loss.extra.real_mi): maximise
     I(x; c) = H(E_x p(c|x)) - E_x H(p(c|x)) (RIM, Krause et al. 2010; IMSAT's objective
     without its augmentation). The info loss teaches Q only on fakes; this makes Q's
@@ -148,25 +168,18 @@ class RealMI(LossTerm):
     a step, does not depend on the number of ranks.
     Reports `mi/real/<code>`, the estimate of I(x; c) on the batch (at most ln K)."""
 
-    view, head, roles = "real", "q", ("D",)
+    view, head, roles, stat = "real", "q", ("D",), "real"
 
-    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
-        out = self.space.split_q(v.q)
-        loss = v.q.new_zeros((), dtype=torch.float32)
-        stats: Stats = {}
-        for name, logits in zip(self.space.cat_names, out.logits, strict=True):
-            logp = torch.log_softmax(logits.float(), dim=1)
-            p = logp.exp()
-            cond = -(p * logp).sum(dim=1).mean()
-            marginal = global_mean(p)
-            mi = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum() - cond
-            loss = loss - self.weight(self.cfg) * mi
-            stats[f"mi/real/{name}"] = mi.detach()
-        return loss, stats
+    def mi(self, logits: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=1)
+        p = logp.exp()
+        cond = -(p * logp).sum(dim=1).mean()
+        marginal = global_mean(p)
+        return -(marginal * torch.log(marginal.clamp_min(1e-12))).sum() - cond
 
 
 @register_term("real_iic")
-class RealIIC(LossTerm):
+class RealIIC(CodesMI):
     """Q's categorical codes on *real* images and on moved copies of them
     (loss.extra.real_iic): maximise I(c(x); c(x')) of the two predictions, where x' is x
     rotated, scaled and shifted by augment.random_affine (IIC, Ji et al. 2019, with one
@@ -176,21 +189,14 @@ class RealIIC(LossTerm):
     global batch (ranks.global_mean), so the term does not depend on the number of ranks.
     Reports `mi/iic/<code>` (at most ln K)."""
 
-    view, head, roles = "real_pair", "q", ("D",)
+    view, head, roles, stat = "real_pair", "q", ("D",), "iic"
 
-    def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
-        out = self.space.split_q(v.q)
-        loss = v.q.new_zeros((), dtype=torch.float32)
-        stats: Stats = {}
-        for name, logits in zip(self.space.cat_names, out.logits, strict=True):
-            p = torch.softmax(logits.float(), dim=1)
-            n = p.shape[0] // 2  # rows: the real batch, then its moved copy
-            joint = global_mean(p[:n, :, None] * p[n:, None, :])
-            joint = (joint + joint.T) / 2
-            log = torch.log(joint.clamp_min(1e-12))
-            rows = torch.log(joint.sum(dim=1, keepdim=True).clamp_min(1e-12))
-            cols = torch.log(joint.sum(dim=0, keepdim=True).clamp_min(1e-12))
-            mi = (joint * (log - rows - cols)).sum()
-            loss = loss - self.weight(self.cfg) * mi
-            stats[f"mi/iic/{name}"] = mi.detach()
-        return loss, stats
+    def mi(self, logits: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(logits, dim=1)
+        n = p.shape[0] // 2  # rows: the real batch, then its moved copy
+        joint = global_mean(p[:n, :, None] * p[n:, None, :])
+        joint = (joint + joint.T) / 2
+        log = torch.log(joint.clamp_min(1e-12))
+        rows = torch.log(joint.sum(dim=1, keepdim=True).clamp_min(1e-12))
+        cols = torch.log(joint.sum(dim=0, keepdim=True).clamp_min(1e-12))
+        return (joint * (log - rows - cols)).sum()

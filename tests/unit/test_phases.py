@@ -157,17 +157,6 @@ def test_real_mi_is_the_mutual_information_of_q_on_real_images():
         assert abs(float(term(View("real", torch.zeros(8, 1), None, q=q))[1]["mi/real/c1"])) < 1e-4
 
 
-def test_real_mi_joins_the_d_phase_and_moves_q():
-    G, D, phases, ctx = setup("paper", "loss.extra={real_mi: 1.0}", "optim.lr_d=0.01")
-    q0 = snapshot(D)
-    first = float(run(phases[0], ctx)["mi/real/c1"])
-    assert "mi/real/c1" not in run(phases[1], ctx), "real_mi joined G's phase"
-    assert changed(q0, D, "q")
-    for _ in range(30):
-        last = float(run(phases[0], ctx)["mi/real/c1"])
-    assert last > first + 0.2
-
-
 # --- loss.extra.real_iic: Q's classes on real images and their moved copies ---------------
 def test_real_iic_is_the_mutual_information_of_the_two_predictions():
     cfg = load_config(None, ["latent.categorical=[4]", "latent.continuous=0",
@@ -194,12 +183,13 @@ def test_real_iic_is_the_mutual_information_of_the_two_predictions():
         assert abs(mi(q, q)) < 1e-4
 
 
-def test_real_iic_joins_the_d_phase_and_moves_q():
-    G, D, phases, ctx = setup("paper", "loss.extra={real_iic: 1.0}", "optim.lr_d=0.01")
+@pytest.mark.parametrize("name,stat", [("real_mi", "mi/real/c1"), ("real_iic", "mi/iic/c1")])
+def test_real_image_terms_join_the_d_phase_and_move_q(name, stat):
+    G, D, phases, ctx = setup("paper", f"loss.extra={{{name}: 1.0}}", "optim.lr_d=0.01")
     q0 = snapshot(D)
-    first = float(run(phases[0], ctx)["mi/iic/c1"])
-    assert "mi/iic/c1" not in run(phases[1], ctx), "real_iic joined G's phase"
+    first = float(run(phases[0], ctx)[stat])
+    assert stat not in run(phases[1], ctx), f"{name} joined G's phase"
     assert changed(q0, D, "q")
     for _ in range(30):
-        last = float(run(phases[0], ctx)["mi/iic/c1"])
+        last = float(run(phases[0], ctx)[stat])
     assert last > first + 0.2
