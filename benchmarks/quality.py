@@ -2,8 +2,9 @@ r"""Quality benchmark: does c1 learn the digits, seed after seed?
 
 For each seed it runs the real trainer as a subprocess, then `infogan eval --json` on the
 final checkpoint, and prints one row per seed (c1's unsupervised accuracy and MI bound,
-steps, training and wall time, device, time to 95% when the run logged eval/acc/c1) and
-the median accuracy and the number of seeds that reach 95% (the paper's 5% error).
+steps, training and wall time, device, time to 95% when the run logged eval/acc/c1), the
+median accuracy and the number of seeds that reach 95% (the paper's 5% error), and per
+seed and label the share of the label's images in c1's category mapped to it.
 
 The full benchmark (5 seeds of configs/mnist.yaml on the 10k real MNIST digits; on a
 CPU, --parallel 2 trains two seeds at a time, one thread each):
@@ -15,11 +16,11 @@ FID (issue 14): --features DIR (from `infogan train-features`) adds the FID and 
 each seed's final generator on those features against --fid-data (default: the eval
 data): the EMA generator (when the run has model.ema_half_life_images > 0) and the raw
 one (--raw-generator). These FIDs are on the scale of the project's own MNIST features,
-not comparable with Inception FIDs of papers. With and without EMA, 5 seeds:
+not comparable with Inception FIDs of papers. 5 seeds (configs/mnist.yaml has the EMA on):
 
-    .venv/bin/infogan train-features --data data/mnist/test10k --out features/mnist
+    .venv/bin/infogan train-features --data data/mnist/test10k --out features/mnist --epochs 10
     .venv/bin/python benchmarks/quality.py --config configs/mnist.yaml --seeds 5 \
-        --shards data/mnist/test10k --features features/mnist model.ema_half_life_images=10000
+        --shards data/mnist/test10k --features features/mnist
 
 Held-out protocol (train without labels on the first 5,000 of the 10,000 digits, score
 accuracy and FID on the other 5,000; test10k holds 10 shards of 1,000, so a brace
@@ -28,7 +29,7 @@ pattern selects each half):
     .venv/bin/python benchmarks/quality.py --config configs/mnist.yaml --seeds 5 \
         --shards 'data/mnist/test10k/shard-{000000..000004}.tar' \
         --eval-data 'data/mnist/test10k/shard-{000005..000009}.tar' \
-        --features features/mnist model.ema_half_life_images=10000
+        --features features/mnist
 
 (train the feature network on the held-out half too, or on Fashion-MNIST's own labels
 for Fashion-MNIST, so that the features never saw the training images).
@@ -233,6 +234,8 @@ def run_seed(
     result |= {"checkpoint": report["checkpoint"], "steps": report["step"],
                "accuracy": c1.get("accuracy"), "mi": c1.get("mi"),
                "eval_images": report["images"], "generator": report.get("generator")}
+    if "confusion" in c1:
+        result["per_class"] = per_class(c1["confusion"], c1["mapping"])
     if args.features:
         has_ema = (good[-1] / "generator_ema.safetensors").is_file()
         for label, raw in (("ema", False), ("raw", True)) if has_ema else (("raw", True),):
@@ -244,6 +247,34 @@ def run_seed(
             fid = json.loads(r.stdout)
             result[f"fid_{label}"], result[f"kid_{label}"] = fid["fid"], fid["kid"]
     return result
+
+
+def per_class(confusion: list[list[int]], mapping: list[int | None]) -> list[float | None]:
+    """For each label, the share of its images that c1 puts in the category mapped to it
+    (the recall behind the accuracy; confusion[k][l] counts category k, label l). None for
+    a label with no images in the eval data."""
+    labels = len(confusion[0]) if confusion else 0
+    hits = [0] * labels
+    for k, label in enumerate(mapping):
+        if label is not None:
+            hits[label] = confusion[k][label]
+    totals = [sum(row[label] for row in confusion) for label in range(labels)]
+    return [h / t if t else None for h, t in zip(hits, totals, strict=True)]
+
+
+def format_per_class(results: list[dict[str, Any]]) -> str:
+    """Per seed and label: per_class() of c1 (empty when no seed has a confusion)."""
+    rows = [r for r in results if r.get("per_class")]
+    if not rows:
+        return ""
+    n = max(len(r["per_class"]) for r in rows)
+    head = f"{'seed':>4} " + " ".join(f"{label:>5}" for label in range(n))
+    lines = ["per label: share of its images in the category mapped to it (c1)", head,
+             "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['seed']:>4} " + " ".join(f"{_fmt(v, '.3f'):>5}"
+                                                    for v in r["per_class"]))
+    return "\n".join(lines)
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -342,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "quality.json").write_text(json.dumps(results, indent=1))
     print()
     print(format_table(results))
+    if per := format_per_class(results):
+        print("\n" + per)
     print(f"\nruns, logs and quality.json in {out}")
     return 0 if all("error" not in r for r in results) else 1
 

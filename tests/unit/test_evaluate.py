@@ -256,6 +256,22 @@ def test_quality_time_to_threshold_from_step_times():
     assert "median accuracy of c1: 0.9700" in table
 
 
+def test_quality_per_class_is_each_labels_share_in_its_category():
+    from benchmarks.quality import format_per_class, per_class
+
+    # categories 0..2 (rows) x labels 0..3 (columns): category 2 holds label 0, category 0
+    # label 1, category 1 label 2; label 3 has no category of its own and no images here
+    confusion = [[1, 8, 0, 0],
+                 [0, 2, 6, 0],
+                 [9, 0, 4, 0]]
+    shares = per_class(confusion, [1, 2, 0])
+    assert shares == [pytest.approx(0.9), pytest.approx(0.8), pytest.approx(0.6), None]
+    assert per_class([[3, 1], [2, 4]], [0, None]) == [pytest.approx(0.6), 0.0]
+    text = format_per_class([{"seed": 7, "per_class": shares}, {"seed": 8, "error": "x"}])
+    assert text.splitlines()[-1].split() == ["7", "0.900", "0.800", "0.600", "-"]
+    assert format_per_class([{"seed": 0, "accuracy": 0.5}]) == ""
+
+
 def test_quality_parallel_seeds_share_the_cores(monkeypatch):
     from benchmarks.quality import thread_env
 
