@@ -94,6 +94,21 @@ def install() -> None:
         signal.signal(sig, _on_signal)
 
 
+def ignore_in_data_workers(worker_id: int) -> None:
+    """worker_init_fn of the DataLoader workers (stream mode): ignore the stop signals.
+
+    A launcher stops a rank by signalling its whole process group (torchrun: os.killpg on
+    the session it started the rank in; Slurm: every process of the job), so the rank's
+    DataLoader workers get the SIGTERM too. torch's worker handler dies of a SIGTERM its
+    parent did not send, and the rank's next batch then raises "DataLoader worker ...
+    killed by signal: Terminated" (a traceback, no checkpoint) instead of training the one
+    step the stop agreement needs. Ignored here, a stop request is the trainer's alone; it
+    ends its workers itself (their queues; a worker that outlives the trainer sees it gone
+    through torch's watchdog and exits)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class StopRequest:
     def __init__(self, stop_file: Path, is_main: bool):
         global _current, _pending

@@ -44,6 +44,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 
+from .. import stop
 from ..latent import keyed_generator
 from .shards import ShardError, ShardIndex, check_states, iter_shard
 
@@ -250,8 +251,10 @@ class StreamSource:
         pipeline = self._pipeline(plan.ranks[self.rank])
         if self.num_workers:
             # batch_size=None: the workers batch; the default in-order fetching keeps the
-            # sequence deterministic. Workers are new each epoch (their key changes).
-            it = iter(DataLoader(pipeline, batch_size=None, num_workers=self.num_workers))
+            # sequence deterministic. Workers are new each epoch (their key changes). They
+            # ignore stop signals: the rank must train one more step after a stop request.
+            it = iter(DataLoader(pipeline, batch_size=None, num_workers=self.num_workers,
+                                 worker_init_fn=stop.ignore_in_data_workers))
         else:
             it = iter(pipeline)
         pending: list[tuple] = []  # partial last batches of workers, combined in order

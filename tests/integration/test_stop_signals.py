@@ -182,9 +182,10 @@ def launched(cmd: list[str], env: dict, log: Path) -> Iterator[tuple[subprocess.
 
 
 def stop_segment(shards: Path, out: Path, how: str, sig: signal.Signals | None = None,
-                 rank: int | None = None) -> dict:
+                 rank: int | None = None, more: tuple[str, ...] = ()) -> dict:
     """One launch with train.resume=auto: wait until it has trained past where it resumed,
-    ask it to stop (`how`: launcher, rank or file), and collect what happened."""
+    ask it to stop (`how`: launcher, rank or file), and collect what happened. `more`:
+    further overrides."""
     run = out / "stop"
     start = last_step(run)  # the step the launch will resume from (0: fresh)
     seg = out / f"segment-{how}-{sig.name if sig else 'file'}"
@@ -192,7 +193,7 @@ def stop_segment(shards: Path, out: Path, how: str, sig: signal.Signals | None =
     wrapper = seg / "worker.py"
     wrapper.write_text(WRAPPER.format(root=str(ROOT), train=str(ROOT / "train.py")))
     cmd = train_cmd(LAUNCH, SMOKE, *opts(shards, out, "train.max_steps=100000",
-                                         "checkpoint.every=100000"))
+                                         "checkpoint.every=100000", *more))
     cmd[cmd.index(str(ROOT / "train.py"))] = str(wrapper)
     env = signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
     log = seg / "launcher.log"
@@ -235,10 +236,11 @@ def check_stopped(seg: dict, reasons: set[str]) -> int:
     return S
 
 
-def finish(shards: Path, out: Path, S: int) -> None:
+def finish(shards: Path, out: Path, S: int, more: tuple[str, ...] = ()) -> None:
     """`train.resume=auto` continues from exactly S: the first new metrics step is S + 1."""
     run = out / "stop"
-    r = train(LAUNCH, SMOKE, *opts(shards, out, f"train.max_steps={S + 2}"), env=signal_env())
+    r = train(LAUNCH, SMOKE, *opts(shards, out, f"train.max_steps={S + 2}", *more),
+              env=signal_env())
     assert f"resumed from {run / 'checkpoints' / f'step-{S:08d}'} at step {S}" in r.stdout
     assert [m["step"] for m in metrics(run)] == list(range(1, S + 3))
     assert f"complete at step {S + 2}" in r.stdout
@@ -255,6 +257,20 @@ def test_signals_to_the_launcher(shards, tmp_path):
         # the workers exited 0, yet the launcher re-raises the signal: torchrun's behaviour
         assert seg["rc"] == 1 and "SignalException" in seg["log"], (seg["rc"], seg["log"][-2000:])
     finish(shards, tmp_path, S)
+
+
+@pytest.mark.integration
+def test_sigterm_to_the_launcher_in_stream_mode_with_data_workers(shards, tmp_path):
+    """torchrun signals each rank's whole process group, DataLoader workers included; they
+    must leave the stop to the trainer (stop.ignore_in_data_workers), or a rank's next
+    batch raises 'DataLoader worker ... killed by signal: Terminated' (a traceback, no
+    checkpoint) instead of the step that the stop agreement needs."""
+    stream = ("data.mode=stream", "data.num_workers=2")  # 4 shards: 2 ranks x 2 workers
+    seg = stop_segment(shards, tmp_path, "launcher", signal.SIGTERM, more=stream)
+    assert "closing signal SIGTERM" in seg["log"]
+    S = check_stopped(seg, {"SIGTERM", "another rank"})
+    assert "killed by signal" not in seg["log"], seg["log"][-3000:]
+    finish(shards, tmp_path, S, more=stream)
 
 
 @pytest.mark.integration
