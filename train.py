@@ -24,10 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-from infogan_dist import stop  # first: it notes the launcher's pid before torch loads
+from infogan_dist import console, stop  # first: stop notes the launcher's pid before torch
 
 stop.install()  # SIGTERM/SIGINT/SIGUSR1 are stop requests from here on
 stop.watch_launcher()  # and so is the launcher going away
+console.keep_writing()  # and a reader of our output that went with it is no reason to die
 
 import yaml  # noqa: E402
 from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402

@@ -15,16 +15,17 @@ SIGTERM and SIGINT to the workers; it forwards SIGUSR1 only when its signal list
 torch 2.14's launcher takes that list from `--signals-to-handle`, default
 $PET_SIGNALS_TO_HANDLE, and overwrites TORCHELASTIC_SIGNALS_TO_HANDLE with it, so set
 PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 (older torch read
-TORCHELASTIC_SIGNALS_TO_HANDLE; setting both is harmless). After forwarding a signal the
-launcher exits 1 (torchrun re-raises it) although the workers stopped cleanly and exited
-0. Slurm's batch shell uses the STOP file instead.
+TORCHELASTIC_SIGNALS_TO_HANDLE; setting both is harmless). After forwarding a signal
+torchrun re-raises it although the workers stopped cleanly and exited 0: `accelerate
+launch` exits 1 (1.15) or 128 + the signal (1.16). Slurm's batch shell uses the STOP
+file instead.
 
 When the launcher dies. Neither launcher guarantees its workers go with it: the simple
-launcher of a one-process `accelerate launch` dies of SIGTERM without passing it on, and
-torchrun starts each worker in its own session, so a SIGKILL of torchrun (or of its
-process group) reaches no worker. Either way the worker is reparented and would train on
-alone. `watch_launcher()` makes a worker started by a launcher (not a plain
-`python train.py`) stop by itself, by two means:
+launcher of a one-process `accelerate launch` 1.15 dies of SIGTERM without passing it on
+(1.16 passes it on, but nothing can pass on its SIGKILL), and torchrun starts each worker
+in its own session, so a SIGKILL of torchrun (or of its process group) reaches no worker.
+Either way the worker is reparented and would train on alone. `watch_launcher()` makes a
+worker started by a launcher (not a plain `python train.py`) stop by itself, by two means:
 
 - `prctl(PR_SET_PDEATHSIG, SIGTERM)`: the kernel sends SIGTERM the moment the parent
   *thread* that forked us exits. Under both launchers that thread is the launcher's main

@@ -2,25 +2,30 @@
 file. All ranks stop after the same step, save a checkpoint there, exit 0, and
 `train.resume=auto` continues from exactly that step.
 
-Launcher exit status (torch 2.14, accelerate 1.15, observed): 0 when a rank was signalled
-or the STOP file was used; 1 when the launcher itself was signalled, although every
-worker stopped cleanly and exited 0: torchrun forwards the signal, waits for the workers,
-then re-raises its SignalException, and `accelerate launch` exits 1 with that traceback.
+Launcher exit status (torch 2.14, observed): 0 when a rank was signalled or the STOP
+file was used. When the launcher itself was signalled every worker still stops cleanly
+and exits 0, and torchrun forwards the signal, waits for the workers, then re-raises it
+as a SignalException: accelerate 1.15 lets it escape (exit 1 with that traceback), 1.16
+catches it and exits 128 + the signal (LAUNCHER_EXITS_128_PLUS).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import accelerate
 import psutil
 import pytest
+from packaging.version import Version
 
 from infogan_dist.stop import STOP_SIGNALS, StopRequest
 from tests.helpers import ROOT, launch_env, make_shards, metrics, train, train_cmd
@@ -28,6 +33,9 @@ from tests.helpers import ROOT, launch_env, make_shards, metrics, train, train_c
 SMOKE, LAUNCH = "configs/smoke.yaml", "launch/cpu_ddp.yaml"
 DEADLINE_S = 240  # a hang fails the test instead of blocking the suite
 SIGNAL_LIST = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+# accelerate >= 1.16 exits 128 + the signal, without a traceback, when it is signalled;
+# its one-process launcher first ends the trainer itself (SIGTERM, SIGKILL 5 s later).
+LAUNCHER_EXITS_128_PLUS = Version(accelerate.__version__) >= Version("1.16")
 
 # Runs train.py unchanged in the worker process and records how it exited: torchrun does
 # not report the exit status of workers it shut down itself.
@@ -47,7 +55,7 @@ finally:
 """
 WRAPPER = """\
 import os, runpy, sys
-rank = os.environ["RANK"]
+rank = os.environ.get("RANK", "0")  # the one-process launcher sets none
 """ + _RUN_AND_RECORD
 
 
@@ -236,6 +244,14 @@ def check_stopped(seg: dict, reasons: set[str]) -> int:
     return S
 
 
+def check_torchrun_exit(rc: int, log: str, sig: signal.Signals) -> None:
+    """The workers exited 0, yet torchrun re-raises the signal it forwarded."""
+    if LAUNCHER_EXITS_128_PLUS:  # accelerate >= 1.16 catches it
+        assert rc == 128 + sig and "Traceback" not in log, (rc, log[-2000:])
+    else:  # accelerate 1.15 lets torchrun's SignalException escape
+        assert rc == 1 and "SignalException: Process" in log, (rc, log[-2000:])
+
+
 def finish(shards: Path, out: Path, S: int, more: tuple[str, ...] = ()) -> None:
     """`train.resume=auto` continues from exactly S: the first new metrics step is S + 1."""
     run = out / "stop"
@@ -254,8 +270,7 @@ def test_signals_to_the_launcher(shards, tmp_path):
         assert f"closing signal {sig.name}" in seg["log"]
         # rank 0 names the signal, or "another rank" if rank 1 got it first
         S = check_stopped(seg, {sig.name, "another rank"})
-        # the workers exited 0, yet the launcher re-raises the signal: torchrun's behaviour
-        assert seg["rc"] == 1 and "SignalException" in seg["log"], (seg["rc"], seg["log"][-2000:])
+        check_torchrun_exit(seg["rc"], seg["log"], sig)
     finish(shards, tmp_path, S)
 
 
@@ -293,17 +308,18 @@ def test_stop_file(shards, tmp_path):
 
 
 # --- issue 12: SIGINT, and a launcher that goes away ---------------------------------------
-# Launcher exit status (accelerate 1.15, torch 2.14, observed and asserted below):
+# Launcher exit status (torch 2.14, observed and asserted below; the trainer stops with a
+# checkpoint and exits 0 in every case):
 # - one process (launch/cpu.yaml, the simple launcher, same process group as the trainer):
-#   SIGINT to the group: the launcher dies of the KeyboardInterrupt raised in its
-#   Popen.wait(): status -SIGINT (130 in a shell), with that traceback; the trainer stops
-#   with a checkpoint and exits 0. SIGTERM to the launcher: it dies of it at once
-#   (-SIGTERM, 143 in a shell) without passing it on; the trainer notices its launcher is
-#   gone (stop.watch_launcher) and stops the same way.
+#   SIGINT to the group: accelerate 1.15 dies of the KeyboardInterrupt raised in its
+#   Popen.wait() (status -SIGINT, with that traceback); 1.16 ends the trainer (SIGTERM,
+#   which it already treats as a stop) and exits 130. SIGTERM to the launcher: 1.15 dies of
+#   it at once (-SIGTERM) without passing it on, and the trainer notices its launcher is
+#   gone (stop.watch_launcher); 1.16 passes SIGTERM on and exits 143.
 # - two processes (torchrun, workers in their own sessions): SIGINT to the launcher's
-#   group reaches torchrun only; it forwards SIGINT, the workers stop and exit 0, it exits 1
-#   (SignalException). SIGKILL of torchrun: -SIGKILL; the workers notice and stop by
-#   themselves, with a checkpoint (they can still agree).
+#   group reaches torchrun only; it forwards SIGINT, the workers stop and exit 0, it exits
+#   1 / 130 (check_torchrun_exit). SIGKILL of torchrun: -SIGKILL; the workers notice and
+#   stop by themselves, with a checkpoint (they can still agree).
 
 ORPHAN_BOUND_S = 120  # launcher gone -> every worker gone, at most (generous)
 
@@ -399,21 +415,23 @@ def check_clean_stop(seg: dict, world: int, reasons: set[str]) -> int:
 def test_sigint_to_the_process_group_stops_with_a_checkpoint(shards, tmp_path, launch, world):
     seg = signal_run(shards, launch, tmp_path, "group", signal.SIGINT, world)
     check_clean_stop(seg, world, {"SIGINT", "another rank"})
-    if world == 1:  # the simple launcher dies of the KeyboardInterrupt in its Popen.wait()
+    if world == 1 and LAUNCHER_EXITS_128_PLUS:  # the simple launcher ended the trainer
+        assert seg["rc"] == 130 and "Traceback" not in seg["launcher"], seg["launcher"][-3000:]
+    elif world == 1:  # it died of the KeyboardInterrupt in its Popen.wait()
         assert seg["rc"] == -signal.SIGINT, (seg["rc"], seg["launcher"][-3000:])
         assert seg["launcher"].rstrip().endswith("KeyboardInterrupt")
     else:  # torchrun forwarded SIGINT, then re-raised it
-        assert seg["rc"] == 1, (seg["rc"], seg["launcher"][-3000:])
         assert "closing signal SIGINT" in seg["launcher"]
-        assert "SignalException: Process" in seg["launcher"]
+        check_torchrun_exit(seg["rc"], seg["launcher"], signal.SIGINT)
 
 
 @pytest.mark.integration
 def test_sigterm_to_the_one_process_launcher_stops_the_trainer(shards, tmp_path):
-    """The simple launcher dies of SIGTERM without passing it on: the trainer notices
-    that its launcher is gone, stops with a checkpoint, and no process is left."""
+    """accelerate 1.15's simple launcher dies of SIGTERM without passing it on: the
+    trainer notices that its launcher is gone; 1.16's passes it on, then exits 143. Either
+    way the trainer stops with a checkpoint and no process is left."""
     seg = signal_run(shards, "launch/cpu.yaml", tmp_path, "launcher", signal.SIGTERM, 1)
-    assert seg["rc"] == -signal.SIGTERM
+    assert seg["rc"] == (128 + signal.SIGTERM if LAUNCHER_EXITS_128_PLUS else -signal.SIGTERM)
     check_clean_stop(seg, 1, {"SIGTERM"})
 
 
@@ -425,3 +443,74 @@ def test_workers_of_a_killed_torchrun_stop_by_themselves(shards, tmp_path):
     assert seg["rc"] == -signal.SIGKILL
     S = check_clean_stop(seg, 2, {"SIGTERM", "another rank"})
     assert last_step(seg["run"]) == S  # nothing was written after the workers exited
+
+
+class PipeReader(threading.Thread):
+    """Copies a pipe into `path` until close(), which then closes the pipe's reading end:
+    a reader like `| tee` that goes away."""
+
+    def __init__(self, fd: int, path: Path):
+        super().__init__(daemon=True)
+        self.fd, self.path, self.done = fd, path, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        with open(self.path, "wb") as f:
+            while not self.done.is_set():
+                if select.select([self.fd], [], [], 0.1)[0]:
+                    data = os.read(self.fd, 1 << 16)
+                    if not data:
+                        break
+                    f.write(data)
+                    f.flush()
+        os.close(self.fd)
+
+    def close(self) -> None:
+        self.done.set()
+        self.join()
+
+
+@pytest.mark.integration
+def test_a_dead_output_reader_does_not_cost_the_stop_checkpoint(shards, tmp_path):
+    """SIGKILL of the one-process launcher whose output went to a pipe, whose reader then
+    goes away too (Ctrl-C on `accelerate launch ... | tee log` ends both). The trainer's
+    stdout and stderr (accelerate 1.16 tees its stderr through the launcher) are broken
+    pipes: its progress bar's next write raises BrokenPipeError unless
+    console.keep_writing() is in place. It must stop with a checkpoint and exit 0."""
+    run, seg = tmp_path / "stop", tmp_path / "segment"
+    seg.mkdir()
+    wrapper = seg / "worker.py"
+    wrapper.write_text(WRAPPER.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    cmd = train_cmd("launch/cpu.yaml", SMOKE, *opts(
+        shards, tmp_path, "train.max_steps=100000", "checkpoint.every=100000",
+        "log.progress=true"))
+    cmd[cmd.index(str(ROOT / "train.py"))] = str(wrapper)
+    env = signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
+    read, write = os.pipe()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=write, stderr=write,
+                            start_new_session=True)
+    os.close(write)
+    reader = PipeReader(read, seg / "launcher.log")
+    procs: list[psutil.Process] = []
+    try:
+        poll(lambda: last_step(run) >= 1, "a step", proc, reader.path)
+        procs = psutil.Process(proc.pid).children(recursive=True)
+        assert len(procs) == 1, procs
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=DEADLINE_S)
+        reader.close()
+        wait_gone(procs, ORPHAN_BOUND_S)
+    finally:
+        reader.close()
+        for p in [proc, *procs]:
+            try:
+                p.kill()
+            except (OSError, psutil.Error):
+                pass
+    assert {p.name: p.read_text() for p in seg.glob("rank*")} == {"rank0": "0"}
+    steps = [m["step"] for m in metrics(run)]
+    S = steps[-1]
+    assert steps == list(range(1, S + 1))
+    ck = run / "checkpoints" / f"step-{S:08d}"
+    assert (ck / "COMPLETE").is_file(), sorted((run / "checkpoints").iterdir())
+    assert json.loads((ck / "train_state.json").read_text())["step"] == S
