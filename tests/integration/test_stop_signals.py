@@ -163,13 +163,19 @@ def workers(proc: subprocess.Popen) -> dict[int, psutil.Process]:
 
 
 @contextmanager
-def launched(cmd: list[str], env: dict, log: Path) -> Iterator[tuple[subprocess.Popen, list]]:
-    """Starts the launcher; yields it and a list the caller adds the workers it finds to.
+def launched(cmd: list[str], env: dict, log: Path,
+             output: int | None = None) -> Iterator[tuple[subprocess.Popen, list]]:
+    """Starts the launcher, its output into `log` (or into the descriptor `output`, whose
+    reader keeps `log`); yields it and a list the caller adds the workers it finds to.
     On the way out (a failed test) ends what is still running of these, by pid: also
     workers a launcher that died left behind."""
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+    if output is not None:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=output, stderr=output,
                                 start_new_session=True)
+    else:
+        with open(log, "w") as f:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
     seen: list[psutil.Process] = []
     try:
         yield proc, seen
@@ -487,26 +493,19 @@ def test_a_dead_output_reader_does_not_cost_the_stop_checkpoint(shards, tmp_path
     cmd[cmd.index(str(ROOT / "train.py"))] = str(wrapper)
     env = signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
     read, write = os.pipe()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=write, stderr=write,
-                            start_new_session=True)
-    os.close(write)
     reader = PipeReader(read, seg / "launcher.log")
-    procs: list[psutil.Process] = []
     try:
-        poll(lambda: last_step(run) >= 1, "a step", proc, reader.path)
-        procs = psutil.Process(proc.pid).children(recursive=True)
-        assert len(procs) == 1, procs
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=DEADLINE_S)
-        reader.close()
-        wait_gone(procs, ORPHAN_BOUND_S)
+        with launched(cmd, env, reader.path, output=write) as (proc, seen):
+            os.close(write)  # the launcher and the trainer hold the writing end
+            poll(lambda: last_step(run) >= 1, "a step", proc, reader.path)
+            seen += psutil.Process(proc.pid).children(recursive=True)
+            assert len(seen) == 1, seen
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=DEADLINE_S)
+            reader.close()
+            wait_gone(seen, ORPHAN_BOUND_S)
     finally:
         reader.close()
-        for p in [proc, *procs]:
-            try:
-                p.kill()
-            except (OSError, psutil.Error):
-                pass
     assert {p.name: p.read_text() for p in seg.glob("rank*")} == {"rank0": "0"}
     steps = [m["step"] for m in metrics(run)]
     S = steps[-1]

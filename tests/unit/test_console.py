@@ -48,7 +48,7 @@ def test_other_errors_still_raise():
 
 
 CHILD = """
-import sys, time
+import sys
 sys.path.insert(0, {root!r})
 if {keep}:
     from infogan_dist import console
