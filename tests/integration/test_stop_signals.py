@@ -121,6 +121,19 @@ def opts(shards: Path, out: Path, *more: str) -> list[str]:
             "train.resume=auto", "log.every=1", "log.images_every=0", *more]
 
 
+def wrapped_run(seg: Path, wrapper: str, launch: str, shards: Path, out: Path,
+                *more: str) -> tuple[list[str], dict[str, str]]:
+    """Command and environment of a run that trains until it is stopped, train.py run
+    through `wrapper` (WRAPPER or LOGGING_WRAPPER, written to seg/worker.py), which records
+    each rank's exit in seg. `more`: further overrides."""
+    worker = seg / "worker.py"
+    worker.write_text(wrapper.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    cmd = train_cmd(launch, SMOKE, *opts(shards, out, "train.max_steps=100000",
+                                         "checkpoint.every=100000", *more))
+    cmd[cmd.index(str(ROOT / "train.py"))] = str(worker)
+    return cmd, signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
+
+
 def last_step(run: Path) -> int:
     """Last step in metrics.jsonl (0 if none); ignores a line still being written."""
     path = run / "metrics.jsonl"
@@ -204,12 +217,7 @@ def stop_segment(shards: Path, out: Path, how: str, sig: signal.Signals | None =
     start = last_step(run)  # the step the launch will resume from (0: fresh)
     seg = out / f"segment-{how}-{sig.name if sig else 'file'}"
     seg.mkdir()
-    wrapper = seg / "worker.py"
-    wrapper.write_text(WRAPPER.format(root=str(ROOT), train=str(ROOT / "train.py")))
-    cmd = train_cmd(LAUNCH, SMOKE, *opts(shards, out, "train.max_steps=100000",
-                                         "checkpoint.every=100000", *more))
-    cmd[cmd.index(str(ROOT / "train.py"))] = str(wrapper)
-    env = signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
+    cmd, env = wrapped_run(seg, WRAPPER, LAUNCH, shards, out, *more)
     log = seg / "launcher.log"
     with launched(cmd, env, log) as (proc, seen):
         ranks = poll(lambda: len(workers(proc)) == 2 and workers(proc), "2 workers", proc, log)
@@ -366,12 +374,7 @@ def signal_run(shards: Path, launch: str, out: Path, how: str, sig: signal.Signa
     run = out / "stop"
     seg = out / f"segment-{how}-{sig.name}"
     seg.mkdir()
-    wrapper = seg / "worker.py"
-    wrapper.write_text(LOGGING_WRAPPER.format(root=str(ROOT), train=str(ROOT / "train.py")))
-    cmd = train_cmd(launch, SMOKE, *opts(shards, out, "train.max_steps=100000",
-                                         "checkpoint.every=100000"))
-    cmd[cmd.index(str(ROOT / "train.py"))] = str(wrapper)
-    env = signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
+    cmd, env = wrapped_run(seg, LOGGING_WRAPPER, launch, shards, out)
     log = seg / "launcher.log"
     with launched(cmd, env, log) as (proc, seen):
         poll(lambda: last_step(run) >= 1, "a step", proc, log)
@@ -485,13 +488,8 @@ def test_a_dead_output_reader_does_not_cost_the_stop_checkpoint(shards, tmp_path
     console.keep_writing() is in place. It must stop with a checkpoint and exit 0."""
     run, seg = tmp_path / "stop", tmp_path / "segment"
     seg.mkdir()
-    wrapper = seg / "worker.py"
-    wrapper.write_text(WRAPPER.format(root=str(ROOT), train=str(ROOT / "train.py")))
-    cmd = train_cmd("launch/cpu.yaml", SMOKE, *opts(
-        shards, tmp_path, "train.max_steps=100000", "checkpoint.every=100000",
-        "log.progress=true"))
-    cmd[cmd.index(str(ROOT / "train.py"))] = str(wrapper)
-    env = signal_env() | {"INFOGAN_EXIT_DIR": str(seg)}
+    cmd, env = wrapped_run(seg, WRAPPER, "launch/cpu.yaml", shards, tmp_path,
+                           "log.progress=true")
     read, write = os.pipe()
     reader = PipeReader(read, seg / "launcher.log")
     try:
