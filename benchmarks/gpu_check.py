@@ -270,7 +270,7 @@ def part_environment(ctx: Ctx) -> dict:
     need = [m for m in ("webdataset", "braceexpand") if m in env["missing_modules"]]
     if need:
         raise PartFailed(f"the trainer cannot start: {', '.join(need)} not importable "
-                         "(carry wheels: WHEELS=DIR; see README 'GPU check')")
+                         "(carry wheels: WHEELS=DIR; see docs/gpu-check.md)")
     if ctx.shards is None:
         raise PartFailed("no MNIST data: give MNIST=DIR (shards with index.json, or the "
                          "IDX files t10k-images-idx3-ubyte.gz / t10k-labels-idx1-ubyte.gz)")
