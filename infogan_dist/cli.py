@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "save a grid of generated images; fix codes (--fix c1=3) or sweep one (--sweep)"),
     "train-features": ("infogan_dist.features",
                        "train the small classifier whose features FID/KID use (--features DIR)"),
+    "explore": ("infogan_dist.explore",
+                "serve a web page to turn a checkpoint's codes and watch the image follow"),
 }
 
 

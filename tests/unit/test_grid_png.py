@@ -30,7 +30,7 @@ def test_save_grid_bytes_equal_torchvision(n, channels, nrow):
 
 
 def test_sample_and_pictures_do_not_import_torchvision():
-    code = ("import sys, infogan_dist.sample, infogan_dist.pictures; "
+    code = ("import sys, infogan_dist.sample, infogan_dist.pictures, infogan_dist.explore; "
             "print(sorted(m for m in sys.modules if m.startswith('torchvision')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
