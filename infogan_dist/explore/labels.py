@@ -62,6 +62,10 @@ class Labels:
         self._lock = threading.Lock()
         self._done: dict[tuple[str, str], dict[str, Any]] = {}
         self._queued: set[tuple[str, str]] = set()
+        # set once the first image is served: the labels (data decoding, D forwards) do
+        # not compete with the start for the CPU
+        self.go = threading.Event()
+        self.closed = False
 
     def get(self, entry: Entry) -> dict[str, Any]:
         """The result, or {"status": "pending"} while it is computed (started here)."""
@@ -77,6 +81,9 @@ class Labels:
         return {"status": "pending"}
 
     def _run(self, key: tuple[str, str], entry: Entry) -> None:
+        self.go.wait()
+        if self.closed:
+            return
         try:
             result = compute(entry, self.device, self.images)
         except Exception as e:  # a damaged D is a note on the page, not a dead server
@@ -85,4 +92,6 @@ class Labels:
             self._done[key] = result
 
     def close(self) -> None:
+        self.closed = True
+        self.go.set()  # a worker still waiting for the first image ends now
         self._pool.shutdown(wait=False, cancel_futures=True)

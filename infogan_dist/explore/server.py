@@ -91,7 +91,9 @@ class Explorer:
     def image(self, query: str, traversal: bool = False) -> tuple[int, str, bytes]:
         entry, view = self.view(query, traversal)
         loaded = self.catalog.generator(entry, view.raw)
-        return HTTPStatus.OK, "image/png", render.draw(loaded, view)
+        png = render.draw(loaded, view)
+        self.labels.go.set()  # the first image is out: the labels may use the CPU now
+        return HTTPStatus.OK, "image/png", png
 
     def traversal(self, query: str) -> tuple[int, str, bytes]:
         return self.image(query, traversal=True)

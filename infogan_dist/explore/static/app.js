@@ -97,8 +97,21 @@ const paintImage = painter("image", () => "/api/image?" + imageQuery(), (query, 
 const paintTraversal = painter("traversal", () => "/api/traversal?" + traversalQuery(),
   (query) => {
     explore.traversalShown = query.split("?")[1];
+    traversalCaption();
     reproduce("traversal", explore.traversalShown, "traversal-command", null);
   }, false);
+
+function traversalCaption() {
+  const code = sweptCode();
+  let text;
+  if (code.kind === "categorical") {
+    text = "columns: " + Array.from({ length: code.classes }, (_, k) => categoryText(code, k))
+      .join(", ");
+  } else {
+    text = `columns: ${code.name} from ${-state.span} to ${state.span} in ${state.cols} steps`;
+  }
+  $("traversal-caption").textContent = text;
+}
 
 let traversalTimer = null;
 function update() {
@@ -218,6 +231,7 @@ async function pollLabels(id) {
       [...sel.options].forEach((o, k) => { o.textContent = categoryText(code, k); });
     }
     labelsNote();
+    if (explore.traversalShown) traversalCaption();
   }
 }
 
