@@ -66,28 +66,31 @@ def run(args: argparse.Namespace) -> int:
     first = catalog.refresh()[catalog.default_id()]
     catalog.generator(first, raw=False)  # a checkpoint that cannot load fails here, once
     labels = Labels(device, args.eval_images)
-    labels.get(first)  # the categories' labels start computing now
-    try:
-        server = Server(args.host, args.port, Explorer(catalog, labels), args.verbose)
-    except OSError as e:
-        why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
-        raise ValueError(f"--host {args.host} --port {args.port}: the address {why}; pass "
-                         "another --port (0: any free one)") from None
-    host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in str(host) else host
-    where = ("this machine only; --host 0.0.0.0 to serve other machines" if server.loopback
-             else "reachable from other machines, with no password")
-    print(f"infogan explore: {len(catalog.refresh())} checkpoint(s), showing {first.id} of "
-          f"{catalog.run_dir or first.path}", flush=True)
-    print(f"infogan explore: serving http://{shown}:{port}/ (bound to {host}: {where}); "
-          "Ctrl-C stops", flush=True)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:
-        pass
+    try:  # whatever happens, the labels' worker ends (a waiting worker would block exit)
+        try:
+            server = Server(args.host, args.port, Explorer(catalog, labels), args.verbose)
+        except OSError as e:
+            why = ("is in use" if e.errno == errno.EADDRINUSE
+                   else f"cannot be bound ({e.strerror})")
+            raise ValueError(f"--host {args.host} --port {args.port}: the address {why}; "
+                             "pass another --port (0: any free one)") from None
+        labels.get(first)  # queued now, computed after the first image
+        host, port = server.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else host
+        where = ("this machine only; --host 0.0.0.0 to serve other machines"
+                 if server.loopback else "reachable from other machines, with no password")
+        print(f"infogan explore: {len(catalog.refresh())} checkpoint(s), showing {first.id} "
+              f"of {catalog.run_dir or first.path}", flush=True)
+        print(f"infogan explore: serving http://{shown}:{port}/ (bound to {host}: {where}); "
+              "Ctrl-C stops", flush=True)
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            server.serve_forever(poll_interval=0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
     finally:
-        server.server_close()
         labels.close()
     print("infogan explore: stopped", file=sys.stderr, flush=True)
     return 0

@@ -267,3 +267,13 @@ def test_refuses_an_incomplete_checkpoint_in_one_line(quickstart, tmp_path):
                                 " (no COMPLETE marker) nor a run directory (no checkpoints/); "
                                 "pass a run directory (runs/NAME) or a complete checkpoint "
                                 "(runs/NAME/checkpoints/step-N)")
+
+
+def test_a_port_in_use_is_one_line_and_the_process_ends(server, quickstart):
+    """Exit 2 with one line, and no worker left behind that keeps the process alive."""
+    port = server.address.rsplit(":", 1)[1].strip("/")
+    r = subprocess.run([INFOGAN, "explore", "runs/quickstart", "--port", port], cwd=quickstart,
+                       capture_output=True, text=True, timeout=START_S, env=launch_env())
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"infogan explore: error: --host 127.0.0.1 --port {port}: the "
+                                "address is in use; pass another --port (0: any free one)")
