@@ -36,20 +36,11 @@ from typing import Any
 
 import torch
 
-from .checkpoint import check_files, load_for_inference, read_config, read_holds
+from .checkpoint import check_files, load_for_inference, pick_device, read_config, read_holds
 from .data import remote
 from .data.labelled import eval_shards, load_labelled
 from .latent import LatentSpace
 from .scores import EVAL_SAMPLES, score_codes
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device here; use --device cpu")
-    return torch.device(name)
-
 
 EVAL_INTRO = """\
 Score the codes of a checkpoint directory: config.yaml, G from generator.safetensors, D
