@@ -518,7 +518,7 @@ def probe_syncs(args: dict) -> int:
     checkpoint, picture or evaluation work. The last train_step runs under "error"."""
     import torch
 
-    from infogan_dist.config import load_config
+    from infogan_dist.choices import load_config
     from infogan_dist.preflight import preflight
     from infogan_dist.trainer import Trainer
 

@@ -8,6 +8,7 @@ import os
 import torch
 
 from . import checkpoint as ckpt
+from .choices import check_choices
 from .config import Config, ConfigError
 from .data import ShardIndex, read_index, remote
 from .data.shards import INDEX_NAME
@@ -35,6 +36,7 @@ def check_not_a_file(key: str, spec: str) -> None:
 
 
 def preflight(cfg: Config) -> ShardIndex:
+    check_choices(cfg)  # a Config built in code, not loaded by choices.load_config, too
     cfg.check_world_size(launched_world_size())
     check_not_a_file("data.shards", str(cfg.data.shards))
     if cfg.data.eval_shards:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from infogan_dist.config import ConfigError, frozen_differences, load_config
+from infogan_dist.choices import load_config
+from infogan_dist.config import ConfigError, frozen_differences
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
