@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from .checkpoint import check_files, load_for_inference, pick_device, read_config, read_holds
-from .data import remote
+from .data import stores
 from .data.labelled import eval_shards, load_labelled
 from .latent import LatentSpace
 from .scores import EVAL_SAMPLES, score_codes
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     images = labels = None
     num_labels = None
     spec = args.data or eval_shards(cfg)
-    remote.configure(cfg.data)  # s3 endpoint, node cache, retry window of the run's config
+    stores.configure(cfg.data)  # s3 endpoint, node cache, retry window of the run's config
     if latent.categorical:
         images, labels, num_labels = load_labelled(spec, args.limit)
         if list(images.shape[1:]) != shape:
