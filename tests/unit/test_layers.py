@@ -16,8 +16,8 @@ sideways within) these layers, bottom to top (docs/layers.md):
                     metrics
     8. choices      choice keys against the registries (above schema and registries)
     9. run          checkpoint, ema, tracking, pictures, features, fid
-   10. entry        evaluate, sample, preflight, trainer, cli, the package itself, and
-                    any module not placed here
+   10. entry        evaluate, sample, preflight, trainer, cli, reference (the config
+                    reference generator), the package itself, and any module not placed
 
 The graph is built from the source with ast: every `import` and `from ... import` of
 infogan_dist modules, relative ones resolved, at module level and inside functions (a
@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, list[str]]] = [  # bottom to top; a module is in the lay
     ("training", ["terms", "updates", "scores"]),
     ("choices", ["choices"]),
     ("run", ["checkpoint", "ema", "tracking", "pictures", "features", "fid"]),
-    ("entry", ["evaluate", "sample", "preflight", "trainer", "cli"]),
+    ("entry", ["evaluate", "sample", "preflight", "trainer", "cli", "reference"]),
 ]
 
 # What the bottom layers may import of the package (prefixes), whatever the order says.
