@@ -4,6 +4,7 @@
     infogan eval --checkpoint runs/mnist/checkpoints/step-00005000 --json --limit 2000
     infogan eval --checkpoint DIR --data data/mnist/test10k --batch 256
     infogan eval --checkpoint DIR --data data/mnist/test10k --fid --features features/mnist
+    infogan eval --checkpoint runs/dsprites/checkpoints/step-00010000 --disentanglement
 
 Per categorical code (c1, ...):
   accuracy   unsupervised accuracy of Q's argmax on the labelled images: the best
@@ -24,6 +25,12 @@ Everything runs the plain (unwrapped) modules in eval mode under no_grad: BatchN
 uses its running statistics, no collective is issued, no Accelerate is involved, and
 every latent comes from a fixed keyed generator (global RNG streams are untouched), so
 the numbers of a checkpoint are reproducible and the trainer's resume stays exact.
+
+With --disentanglement (shards with factor classes: `infogan prepare-data --dsprites` or
+`--sprites`): the FactorVAE score, MIG, DCI disentanglement and SAP of Q's reading of
+the images (disentangle_eval.py, docs/disentanglement.md), at disentanglement_lib's
+sample counts times --disentanglement-fraction, and which factor each code captures best
+(MI divided by the factor's entropy).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="score a checkpoint's codes: unsupervised accuracy, MI bounds, traversal pictures",
-        description=EVAL_INTRO + __doc__.split("\n\n")[2] + "\n\n" + __doc__.split("\n\n")[3],
+        description=EVAL_INTRO + "\n\n".join(__doc__.split("\n\n")[2:5]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n" + __doc__.split("\n\n")[1],
     )
@@ -78,6 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="safetensors file of the FID Inception weights (--features inception)")
     p.add_argument("--fid-samples", type=int, default=10_000,
                    help="generated images for FID/KID (default 10000)")
+    p.add_argument("--disentanglement", action="store_true",
+                   help="also the FactorVAE score, MIG, DCI and SAP (needs shards with factors)")
+    p.add_argument("--disentanglement-fraction", type=float, default=1.0,
+                   help="share of disentanglement_lib's sample counts (default 1: theirs)")
+    p.add_argument("--disentanglement-seed", type=int, default=0,
+                   help="seed of the scores' sampling (default 0)")
     p.add_argument("--raw-generator", action="store_true",
                    help="score the trained G (generator.safetensors), not its EMA "
                         "(generator_ema.safetensors, the default when the checkpoint has one)")
@@ -94,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
                          "--features inception --inception-weights FILE")
     if args.fid_samples < 2:
         raise ValueError(f"--fid-samples must be >= 2, got {args.fid_samples}")
+    if not 0 < args.disentanglement_fraction <= 1:
+        raise ValueError(f"--disentanglement-fraction must be in (0, 1], got "
+                         f"{args.disentanglement_fraction}")
     device = pick_device(args.device)
     path = Path(args.checkpoint)
     check_files(path)  # a bad checkpoint fails before any data is decoded
@@ -103,7 +119,19 @@ def run(args: argparse.Namespace) -> int:
     num_labels = None
     spec = args.data or eval_shards(cfg)
     stores.configure(cfg.data)  # s3 endpoint, node cache, retry window of the run's config
-    if latent.categorical:
+    factor_images = None
+    if args.disentanglement:  # decoded once, for the accuracy too
+        from .disentangle_eval import FactorImages
+
+        factor_images = FactorImages.load(spec)
+        if list(factor_images.set.images.shape[1:]) != shape:
+            raise ValueError(
+                f"the checkpoint's generator (model.arch={model.arch}) makes images of shape "
+                f"{shape}, not {list(factor_images.set.images.shape[1:])} like {spec}; pass "
+                "matching --data")
+    if latent.categorical and factor_images is not None:
+        images, labels, num_labels = _labelled_head(factor_images, spec, args.limit)
+    elif latent.categorical:
         images, labels, num_labels = load_labelled(spec, args.limit)
         if list(images.shape[1:]) != shape:
             raise ValueError(
@@ -117,6 +145,12 @@ def run(args: argparse.Namespace) -> int:
     fid_report: dict[str, Any] = {}
     if args.fid:
         fid_report = _fid(args, loaded, spec, device)
+    if factor_images is not None:
+        from .disentangle_eval import scores
+
+        fid_report["disentanglement"] = scores(
+            loaded.D, loaded.space, factor_images, device, args.disentanglement_seed,
+            args.disentanglement_fraction, args.batch)
     pictures: list[str] = []
     if not args.no_pictures:
         from .pictures import save_pictures
@@ -134,6 +168,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, loaded.space))
     return 0
+
+
+def _labelled_head(factor_images: Any, spec: str, limit: int | None):
+    """(images, labels, number of labels) of the first `limit` samples of decoded shards
+    with factors, as load_labelled gives them (packed images stay packed)."""
+    held, labels = factor_images.set.images, factor_images.set.labels
+    if labels is None:
+        raise ValueError(f"shards {spec} have no labels (index.json has_labels=false); the "
+                         "accuracy of a categorical code needs labelled shards")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    images = held.head(limit) if hasattr(held, "head") else held[:limit]
+    return images, labels[:limit], int(labels.max()) + 1
 
 
 def _fid(args: argparse.Namespace, loaded: Any, spec: str, device: torch.device) -> dict:
@@ -182,6 +229,22 @@ def format_report(report: dict[str, Any], space: LatentSpace) -> str:
     if "fid" in report:
         lines += ["", f"FID {report['fid']:.4f}  KID {report['kid']:.6f}  ({report['fid_samples']}"
                   f" samples vs {report['fid_data']}, features {report['fid_features']})"]
+    if "disentanglement" in report:
+        lines += ["", *format_disentanglement(report["disentanglement"])]
     if report["pictures"]:
         lines += ["", "pictures: " + ", ".join(report["pictures"])]
     return "\n".join(lines)
+
+
+def format_disentanglement(d: dict[str, Any]) -> list[str]:
+    """The scores and the codes x factors table of normalised MI."""
+    lines = [f"disentanglement on {d['images']} images of {d['data']} (seed {d['seed']}, "
+             f"{d['fraction']:g} x disentanglement_lib's sample counts; "
+             f"{d['codes_computed']} images through Q)",
+             "  ".join(f"{k} {d[k]:.4f}" for k in ("factorvae", "mig", "dci", "sap")),
+             "", "MI / H(factor) of each code (rows) and factor (columns):",
+             f"{'code':<6}" + "".join(f"{f:>13}" for f in d["factors"]) + "  best"]
+    for i, code in enumerate(d["codes"]):
+        lines.append(f"{code:<6}" + "".join(f"{v:>13.3f}" for v in d["mi_normalised"][i])
+                     + f"  {d['best_factor'][code]}")
+    return lines

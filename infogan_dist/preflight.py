@@ -60,10 +60,17 @@ def preflight(cfg: Config) -> ShardIndex:
         )
     if cfg.log.eval_every:
         eval_spec = cfg.data.eval_shards or cfg.data.shards
-        if not read_index(eval_spec).has_labels:
+        eval_index = read_index(eval_spec)
+        if "codes" in cfg.log.eval_metrics and not eval_index.has_labels:
             raise ConfigError(
                 f"log.eval_every={cfg.log.eval_every} needs labelled shards, but {eval_spec} "
                 "has no labels; set data.eval_shards to labelled shards or log.eval_every=0"
+            )
+        if "disentanglement" in cfg.log.eval_metrics and eval_index.factors is None:
+            raise ConfigError(
+                f"log.eval_metrics has disentanglement, which needs shards with factor "
+                f"classes, but {eval_spec} has none; set data.eval_shards to shards made by "
+                "`infogan prepare-data --dsprites FILE.npz` or `--sprites`"
             )
     path, _ = ckpt.find_resume(cfg.run_dir, cfg.train.resume)
     if path is not None:

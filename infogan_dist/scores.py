@@ -181,6 +181,8 @@ class EvalInputs:
     samples: int
     sampler: nn.Module | None = None
     fid: Callable[[nn.Module, LatentSpace], dict[str, float]] | None = None
+    # the disentanglement scores of D's Q (disentangle_eval.py), or None
+    disentanglement: Callable[[nn.Module, LatentSpace], dict[str, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,11 @@ class Metric:
     collective: bool = False
 
 
+def _disentanglement_metric(e: EvalInputs) -> dict[str, float]:
+    assert e.disentanglement is not None, "the trainer builds it when the metric is listed"
+    return e.disentanglement(e.D, e.space)
+
+
 def _fid_metric(e: EvalInputs) -> dict[str, float]:
     assert e.fid is not None, "config validation requires eval.features with the fid metric"
     return e.fid(e.sampler if e.sampler is not None else e.G, e.space)
@@ -205,3 +212,6 @@ METRICS.add("codes", Metric(lambda e: evaluate_codes(e.G, e.D, e.space, e.images
                                                      e.device, samples=e.samples)))
 # eval/fid, eval/kid of the sampling generator (fid.py); split over all ranks
 METRICS.add("fid", Metric(_fid_metric, collective=True))
+# eval/factorvae, eval/mig, eval/dci, eval/sap of Q on shards with factor classes
+# (disentangle_eval.py); codes split over all ranks
+METRICS.add("disentanglement", Metric(_disentanglement_metric, collective=True))

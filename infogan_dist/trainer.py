@@ -48,6 +48,7 @@ from .checkpoint import (
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
 from .data.labelled import eval_shards, load_eval_data
+from .disentangle_eval import DisentanglementEvaluator
 from .ema import EMA
 from .fid import FidEvaluator
 from .guard import ROLLBACK_BUDGET, Diverged, TrainingFailed
@@ -113,8 +114,13 @@ class Trainer:
         # In-training evaluation runs on the main process while the others wait in the
         # next collective: keep it well inside dist.timeout_s (`infogan eval` does the
         # full test set on a checkpoint).
-        self.eval_data = (load_eval_data(cfg, limit=EVAL_IMAGES)
-                          if cfg.log.eval_every and self.acc.is_main_process else None)
+        self.eval_data = (load_eval_data(cfg, limit=EVAL_IMAGES) if cfg.log.eval_every
+                          and "codes" in cfg.log.eval_metrics and self.acc.is_main_process
+                          else None)
+        # the disentanglement scores (all ranks): the shards load on first use
+        self.disentanglement = DisentanglementEvaluator(
+            eval_shards(cfg), cfg.eval.disentanglement_fraction, cfg.eval.disentanglement_batch,
+            self.device) if "disentanglement" in cfg.log.eval_metrics else None
         # FID/KID (metric "fid", all ranks): features and real statistics load on first use
         self.fid = FidEvaluator(
             cfg.eval.fid_data or eval_shards(cfg), cfg.eval.features, cfg.eval.inception_weights,
@@ -354,7 +360,8 @@ class Trainer:
         step's other metrics."""
         images, labels = self.eval_data or (None, None)
         inputs = EvalInputs(self.G_raw, self.D_raw, self.space, images, labels, self.device,
-                            EVAL_SAMPLES, sampler=self.ema.sampler(self.G_raw), fid=self.fid)
+                            EVAL_SAMPLES, sampler=self.ema.sampler(self.G_raw), fid=self.fid,
+                            disentanglement=self.disentanglement)
         out: dict[str, float] = {}
         for name in names:
             metric = METRICS[name]

@@ -145,7 +145,8 @@ class CheckpointConfig:
 
 # keep_best_mode=auto: the direction of a metric by its name's prefix
 BEST_DIRECTION = {"eval/fid": "min", "eval/kid": "min", "eval/mse/": "min", "loss/": "min",
-                  "eval/acc/": "max", "eval/mi/": "max"}
+                  "eval/acc/": "max", "eval/mi/": "max", "eval/factorvae": "max",
+                  "eval/mig": "max", "eval/dci": "max", "eval/sap": "max"}
 
 
 def best_direction(metric: str, mode: str) -> str | None:
@@ -161,8 +162,9 @@ class LogConfig:
     images_every: int = 500  # steps between traversal pictures; 0 = only at the end
     eval_every: int = 0  # steps between evaluations (log.eval_metrics); 0 = never
     # what an evaluation computes: names in scores.METRICS (codes: accuracy, MI, MSE;
-    # fid: eval/fid and eval/kid, on every rank, needs eval.features); codes runs on the
-    # main process alone, each code scored
+    # fid: eval/fid and eval/kid, on every rank, needs eval.features; disentanglement:
+    # eval/factorvae, eval/mig, eval/dci, eval/sap, on every rank, needs eval shards with
+    # factor classes); codes runs on the main process alone, each code scored
     eval_metrics: list[str] = field(default_factory=lambda: ["codes"],
                                     metadata={"registry": "infogan_dist.scores:METRICS"})
     # steps between FID/KID evaluations (metric "fid"); 0 = never, unless fid is listed in
@@ -205,6 +207,12 @@ class EvalConfig:
     fid_batch: int = 250  # images per feature-network forward (chunks are split over ranks)
     # real images of FID, every image used; "" = data.eval_shards, else data.shards
     fid_data: str = ""
+    # metric "disentanglement" (on data.eval_shards, else data.shards): the share of
+    # disentanglement_lib's point and vote counts it draws (1 = theirs; less: cheaper,
+    # noisier in-training scores)
+    disentanglement_fraction: float = 1.0
+    # images per Q forward of the metric "disentanglement" (chunks are split over ranks)
+    disentanglement_batch: int = 500
 
 
 @dataclass
@@ -291,6 +299,10 @@ class Config:
                    self.eval.inception_weights, "a local safetensors file of the FID Inception")
         _check(self.eval.fid_samples >= 2, "eval.fid_samples", self.eval.fid_samples, ">= 2")
         _check(self.eval.fid_batch >= 1, "eval.fid_batch", self.eval.fid_batch, ">= 1")
+        _check(0 < self.eval.disentanglement_fraction <= 1, "eval.disentanglement_fraction",
+               self.eval.disentanglement_fraction, "in (0, 1]")
+        _check(self.eval.disentanglement_batch >= 1, "eval.disentanglement_batch",
+               self.eval.disentanglement_batch, ">= 1")
         best = self.checkpoint.keep_best
         if best:
             _check(best_direction(best, self.checkpoint.keep_best_mode),

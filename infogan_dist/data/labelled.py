@@ -1,4 +1,5 @@
-"""Labelled shards for scoring the codes: `infogan eval --data` and data.eval_shards."""
+"""Labelled shards for scoring the codes: `infogan eval --data` and data.eval_shards;
+with factor classes (data/factors.py) for the disentanglement scores."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import torch
 
 from ..config import Config
+from .factors import FactorSet, decode_with_factors
 from .shards import ShardIndex, decode_all, read_index
 
 
@@ -51,3 +53,9 @@ def load_eval_data(cfg: Config, limit: int | None = None) -> tuple[torch.Tensor,
     """The trainer's evaluation set: data.eval_shards (or data.shards), uint8 + labels."""
     images, labels, _ = load_labelled(eval_shards(cfg), limit)
     return images, labels
+
+
+def load_labelled_factors(spec: str) -> FactorSet:
+    """Images (packed when binary), labels (or None) and factor classes of every sample
+    of the shards `spec`. ShardError (one line) when they carry no factors."""
+    return decode_with_factors(read_index(spec), spec)

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import torch
 
 from ..latent import keyed_generator
-from .shards import ShardIndex, check_states, decode_all
+from .packed import decode_for_memory
+from .shards import ShardIndex, check_states
 
 EPOCH_KEY = 0xDA7A
 Batch = tuple[torch.Tensor, torch.Tensor | None]
@@ -38,7 +39,7 @@ class MemorySource:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.global_batch, self.batch = global_batch, global_batch // world_size
-        images, labels = decode_all(index)
+        images, labels = decode_for_memory(index)  # binary images: 1 bit per pixel
         self.images = images.to(device)
         self.labels = labels.to(device) if labels is not None else None
         self.device = self.images.device

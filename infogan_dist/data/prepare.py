@@ -7,9 +7,14 @@
     infogan prepare-data --out s3://my-bucket/fmnist/train --images ... --labels ...
     infogan prepare-data --out data/mnist/heldout --offset 5000 --limit 5000 \
         --images t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz
+    infogan prepare-data --out data/dsprites \
+        --dsprites dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz
+    infogan prepare-data --out data/sprites --sprites
 
-Output: DIR/shard-NNNNNN.tar (per sample `{key}.png` and, with labels, `{key}.cls`) and
-DIR/index.json, written last and atomically so a half-written directory has no index.
+Output: DIR/shard-NNNNNN.tar (per sample `{key}.png`, with labels `{key}.cls`, with
+factors `{key}.factors`) and DIR/index.json, written last and atomically so a
+half-written directory has no index. --dsprites and --sprites write the five factor
+classes of dSprites (docs/disentanglement.md) and the shape as the label.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from . import factors as factor_codec
 from . import stores
 from .shards import INDEX_FORMAT, INDEX_NAME
 
@@ -81,8 +87,13 @@ def write_shards(
     shard_size: int,
     source: str,
     num_classes: int | None,
+    factors: np.ndarray | None = None,
+    factor_spec: dict | None = None,
 ) -> dict:
-    """Write shards and index.json (last, atomically); returns the index dict."""
+    """Write shards and index.json (last, atomically); returns the index dict.
+    `factors` [N, F] classes with `factor_spec` (data/factors.py): a .factors member per
+    sample and index.json's "factors". index.json's "binary" says whether every pixel
+    is 0 or 255 (then memory mode holds the images at 1 bit per pixel)."""
     images = np.asarray(images_uint8_NCHW)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be uint8 [N, 1 or 3, H, W], got {images.dtype} "
@@ -92,6 +103,8 @@ def write_shards(
         raise ValueError("no images to write")
     if labels is not None and len(labels) != n:
         raise ValueError(f"{len(labels)} labels for {n} images")
+    if (factors is None) != (factor_spec is None) or factors is not None and len(factors) != n:
+        raise ValueError("factors need a factor_spec and one row per image")
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     if stores.is_remote(str(out_dir)):  # s3://bucket/prefix: write here, upload, index last
@@ -103,7 +116,8 @@ def write_shards(
                              "with its own tools")
         stores.delete(stores.join(url, INDEX_NAME))  # unfinished from here until the end
         with tempfile.TemporaryDirectory(prefix="infogan-prepare-") as tmp:
-            index = write_shards(images, labels, tmp, shard_size, source, num_classes)
+            index = write_shards(images, labels, tmp, shard_size, source, num_classes,
+                                 factors, factor_spec)
             for shard in index["shards"]:
                 stores.upload(os.path.join(tmp, shard["name"]), stores.join(url, shard["name"]))
             stores.upload(os.path.join(tmp, INDEX_NAME), stores.join(url, INDEX_NAME))
@@ -121,6 +135,8 @@ def write_shards(
             sample = {"__key__": f"{i:08d}", "png": _encode_png(images[i])}
             if labels is not None:
                 sample["cls"] = str(int(labels[i])).encode("ascii")
+            if factors is not None:
+                sample[factor_codec.EXT] = factor_codec.encode(factors[i])
             writer.write(sample)
     finally:
         writer.close()
@@ -132,11 +148,23 @@ def write_shards(
         "has_labels": labels is not None,
         "num_classes": None if labels is None else int(num_classes or int(labels.max()) + 1),
         "source": source,
+        "binary": _is_binary(images),
     }
+    if factor_spec is not None:
+        index["factors"] = factor_spec
     tmp = out / f".{INDEX_NAME}.tmp"
     tmp.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(tmp, out / INDEX_NAME)
     return index
+
+
+def _is_binary(images: np.ndarray) -> bool:
+    """Every pixel 0 or 255 (checked a block at a time: no copy of a big set)."""
+    for start in range(0, len(images), 4096):
+        block = images[start : start + 4096]
+        if not np.all((block == 0) | (block == 255)):
+            return False
+    return True
 
 
 def _shard_entry(out: Path, name: str, count: int) -> dict:
@@ -297,6 +325,36 @@ def _from_torchvision(name: str, root: str, split: str, download: bool, size: in
     return np.ascontiguousarray(images), labels.astype(np.int64), 10
 
 
+def _with_factors(args: argparse.Namespace):
+    """(images, labels, factors, factor spec, source) of --dsprites or --sprites."""
+    from .dsprites import read_dsprites
+    from .sprites import NAMES, SIZES, generate
+
+    if args.dsprites:
+        if args.size is not None:
+            raise ValueError("--size does not apply to --dsprites (its images are 64x64)")
+        images, labels, factors, values = read_dsprites(args.dsprites)
+        source = f"dsprites {args.dsprites} (color factor dropped)"
+    else:
+        try:
+            sizes = [int(x) for x in args.factor_sizes.split(",")] if args.factor_sizes \
+                else SIZES
+        except ValueError:
+            raise ValueError(f"--factor-sizes {args.factor_sizes}: give 5 integers "
+                             "separated by commas, e.g. 3,6,40,32,32") from None
+        images, factors, values = generate(sizes, args.size or 64)
+        labels = factors[:, 0].astype(np.int64)
+        source = (f"procedural dSprites (infogan_dist/data/sprites.py), factor sizes "
+                  f"{','.join(map(str, sizes))}, {images.shape[-1]}x{images.shape[-1]}")
+    # a fixed shuffle, as for --folder: the grid order would give stream mode (whose
+    # shuffle is local) batches of one shape and scale
+    order = np.random.default_rng(0).permutation(len(images))
+    images, labels, factors = images[order], labels[order], factors[order]
+    sizes = [len(v) for v in values]
+    return (images, labels, factors, {"names": NAMES, "sizes": sizes, "values": values},
+            source + ", shuffled (seed 0)")
+
+
 # --- command line ---------------------------------------------------------------------------
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -326,6 +384,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--download", action="store_true", help="let torchvision download (online)")
     src.add_argument("--folder", help="folder of images, optionally in one subfolder per class "
                      "(labels by sorted subfolder name); written in a fixed shuffled order")
+    src.add_argument("--dsprites", metavar="FILE.npz",
+                     help="DeepMind's dSprites archive (imgs, latents_classes, latents_values)")
+    src.add_argument("--sprites", action="store_true",
+                     help="procedural dSprites drawn by this project (not the same pixels as "
+                          "DeepMind's); --size sets the image side (default 64)")
+    p.add_argument("--factor-sizes", default=None, metavar="S,C,O,X,Y",
+                   help="--sprites: values per factor (shape, scale, orientation, pos_x, pos_y;"
+                        " default 3,6,40,32,32), spread over the same ranges")
     p.add_argument("--size", type=int, default=None,
                    help="resize shorter side to N and center-crop to N x N (folder, torchvision;"
                         " CelebA default 64)")
@@ -334,10 +400,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     given = [s for s, v in (("--images/--labels", args.images or args.labels),
-                            ("--torchvision", args.torchvision), ("--folder", args.folder)) if v]
+                            ("--torchvision", args.torchvision), ("--folder", args.folder),
+                            ("--dsprites", args.dsprites), ("--sprites", args.sprites)) if v]
     if len(given) != 1:
         raise ValueError("give exactly one source: --images FILE --labels FILE, "
-                         f"--torchvision NAME --root DIR, or --folder DIR (got {given or 'none'})")
+                         "--torchvision NAME --root DIR, --folder DIR, --dsprites FILE.npz or "
+                         f"--sprites (got {given or 'none'})")
+    if args.factor_sizes is not None and not args.sprites:
+        raise ValueError("--factor-sizes goes with --sprites")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.offset < 0:
@@ -346,6 +416,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--size must be >= 1, got {args.size}")
     # the sources read up to offset + limit; the slice below drops the offset
     upto = args.offset + args.limit if args.limit else None
+    factors = spec = None
     if args.images or args.labels:
         if not (args.images and args.labels):
             raise ValueError("--images and --labels go together")
@@ -359,20 +430,29 @@ def run(args: argparse.Namespace) -> int:
         images, labels, num_classes = _from_torchvision(
             args.torchvision, args.root, args.split, args.download, args.size, upto)
         source = f"torchvision {args.torchvision} {args.split} {args.root}"
-    else:
+    elif args.folder:
         images, labels, num_classes = _from_folder(args.folder, args.size, upto)
         source = f"folder {args.folder} shuffled (seed 0)"
+    else:
+        images, labels, factors, spec, source = _with_factors(args)
+        images, labels, factors = images[:upto], labels[:upto], factors[:upto]
+        num_classes = spec["sizes"][0]  # the label is the shape
     if args.offset:
         if args.offset >= len(images):
             raise ValueError(f"--offset {args.offset}: the source has only {len(images)} images")
         images = images[args.offset:]
         labels = None if labels is None else labels[args.offset:]
+        factors = None if factors is None else factors[args.offset:]
         source += f" offset {args.offset}"
     if args.limit:
         source += f" limit {args.limit}"
-    index = write_shards(images, labels, args.out, args.shard_size, source, num_classes)
+    index = write_shards(images, labels, args.out, args.shard_size, source, num_classes,
+                         factors, spec)
     c, h, w = index["image_shape"]
     kind = f"labels: {index['num_classes']} classes" if labels is not None else "no labels"
+    if spec is not None:
+        kind += ", factors " + " x ".join(f"{n} {s}" for n, s in
+                                          zip(spec["names"], spec["sizes"], strict=True))
     print(f"wrote {len(images)} images ({c}x{h}x{w}, {kind})"
           f" in {len(index['shards'])} shards to {args.out}/ (index {args.out}/{INDEX_NAME})")
     return 0

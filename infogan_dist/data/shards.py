@@ -7,7 +7,8 @@ plan an epoch without reading data, so the readers check them against the tars.
 Safety: webdataset's default decoders unpickle `.pyd`/`.pickle` members, so a shard from
 elsewhere could run code. We never use them: tars are read by data/tar.py (no `pipe:`
 URLs through `gopen`), split into samples by webdataset's grouping, and every member must
-be an image (png/jpg/jpeg) or a label (cls); json is ignored, anything else is refused.
+be an image (png/jpg/jpeg), a label (cls) or factor classes (factors: a JSON list of
+ints, data/factors.py); json is ignored, anything else is refused.
 
 Where the bytes come from (a local file, S3, HTTP, the node cache) is the stores' business
 (data/stores/): this module asks them by path or URL, and names the shard in their errors.
@@ -20,10 +21,11 @@ import json
 import multiprocessing
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import braceexpand
 import numpy as np
@@ -40,7 +42,7 @@ from .tar import one_line as _one_line
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 1
 IMAGE_EXTS = ("png", "jpg", "jpeg")
-ALLOWED_EXTS = frozenset(IMAGE_EXTS + ("cls", "json"))
+ALLOWED_EXTS = frozenset(IMAGE_EXTS + ("cls", "json", "factors"))
 _PIL_FORMATS = ["PNG", "JPEG"]  # Image.open tries only these plugins
 
 
@@ -54,6 +56,10 @@ class ShardIndex:
     source: str = ""  # what prepare-data made the shards from
     sizes: list[int] | None = None  # bytes per shard (index.json from prepare-data >= sha256)
     sha256: list[str | None] | None = None  # hex digest per shard; None in older indexes
+    # {"names": [...], "sizes": [...], "values": [...]}: every sample has a .factors member
+    # with its class of each factor (data/factors.py); None: no factors
+    factors: dict | None = None
+    binary: bool = False  # every pixel is 0 or 255 (memory mode holds 1 bit per pixel)
 
     @property
     def total(self) -> int:
@@ -170,6 +176,8 @@ def read_index(spec: str) -> ShardIndex:
         source=str(data.get("source", "")),
         sizes=sizes,
         sha256=sha if any(sha) else None,
+        factors=data.get("factors"),
+        binary=bool(data.get("binary", False)),
     )
 
 
@@ -266,10 +274,11 @@ def _decode_sample(
     return image, label
 
 
-def iter_shard(index: ShardIndex, i: int, then: int | None = None
-               ) -> Iterator[tuple[np.ndarray, int]]:
+def iter_shard(index: ShardIndex, i: int, then: int | None = None,
+               decode: Callable[[dict, str, ShardIndex], Any] | None = None) -> Iterator[Any]:
     """Decoded (image uint8 CHW, label or -1) of shard i, in file order. Checks the count.
-    `then`: the shard read next, if known (a remote one is asked for ahead)."""
+    `then`: the shard read next, if known (a remote one is asked for ahead). `decode`:
+    (sample, shard path, index) -> what to yield instead (data/factors.py adds factors)."""
     path, n = index.paths[i], 0
     size = index.sizes[i] if index.sizes is not None else None
     sha = index.sha256[i] if index.sha256 is not None else None
@@ -279,7 +288,8 @@ def iter_shard(index: ShardIndex, i: int, then: int | None = None
             n += 1
             if n > index.counts[i]:
                 break
-            yield _decode_sample(sample, path, index.image_shape, index.has_labels)
+            yield (_decode_sample(sample, path, index.image_shape, index.has_labels)
+                   if decode is None else decode(sample, path, index))
     except ShardError:
         raise
     except StoreError as e:  # the bytes could not be read as the index says
@@ -301,33 +311,36 @@ def _decode_shard(index: ShardIndex, i: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def decode_all(index: ShardIndex) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """All samples in shard order: uint8 [N, C, H, W] and int64 labels [N] (or None).
-
-    Shards are decoded in forked processes (tar parsing is pure Python and holds the GIL);
-    60k MNIST-sized PNGs take about 3 s on 2 cores. Children only decode: no CUDA, no
-    collectives, so forking a trainer process is safe, as it is for DataLoader workers.
-    """
+def map_shards(index: ShardIndex, fn: Callable[[ShardIndex, int], Any]) -> Iterator[Any]:
+    """fn(index, i) of every shard i, in shard order, computed in forked processes (tar
+    parsing is pure Python and holds the GIL); `fn` must be picklable (a module-level
+    function). Children only decode: no CUDA, no collectives, so forking a trainer
+    process is safe, as it is for DataLoader workers."""
     n = len(index.paths)
-    images = torch.empty((index.total, *index.image_shape), dtype=torch.uint8)
-    labels = torch.empty(index.total, dtype=torch.int64)
-    starts = np.cumsum([0, *index.counts]).tolist()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     procs = min(n, cpus or 1, 8)
     if multiprocessing.current_process().daemon:
         procs = 1  # e.g. inside a DataLoader worker: daemons may not start processes
-    if procs > 1:
-        pool = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork"))
-        parts = pool.map(_decode_shard, [index] * n, range(n))
-    else:
-        pool, parts = None, (_decode_shard(index, i) for i in range(n))
+    if procs <= 1:
+        yield from (fn(index, i) for i in range(n))
+        return
+    pool = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork"))
     try:
-        for i, (im, lb) in enumerate(parts):  # copied in as they come: peak memory ~ 1x data
-            images[starts[i] : starts[i + 1]] = torch.from_numpy(im)
-            labels[starts[i] : starts[i + 1]] = torch.from_numpy(lb)
+        yield from pool.map(fn, [index] * n, range(n))
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        pool.shutdown(cancel_futures=True)
+
+
+def decode_all(index: ShardIndex) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """All samples in shard order: uint8 [N, C, H, W] and int64 labels [N] (or None).
+    60k MNIST-sized PNGs take about 3 s on 2 cores (map_shards)."""
+    images = torch.empty((index.total, *index.image_shape), dtype=torch.uint8)
+    labels = torch.empty(index.total, dtype=torch.int64)
+    starts = np.cumsum([0, *index.counts]).tolist()
+    for i, (im, lb) in enumerate(map_shards(index, _decode_shard)):
+        # copied in as they come: peak memory ~ 1x data
+        images[starts[i] : starts[i + 1]] = torch.from_numpy(im)
+        labels[starts[i] : starts[i + 1]] = torch.from_numpy(lb)
     return images, labels if index.has_labels else None
 
 

@@ -68,18 +68,21 @@ def mutual_info_matrix(codes: np.ndarray, factors: np.ndarray,
 
 
 def mig_of(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_BINS) -> dict[str, Any]:
-    """MIG of given codes [n, d] and factor classes [n, F]: {"mig", "mig_per_factor"}."""
+    """MIG of given codes [n, d] and factor classes [n, F]: {"mig", "mig_per_factor",
+    "mi_matrix" ([d, F] nats), "entropy" ([F] nats)}."""
     m = mutual_info_matrix(codes, factors, num_bins)
     if m.shape[0] < 2:
         raise ValueError("MIG needs at least 2 code dimensions")
     top = np.sort(m, axis=0)[::-1]
-    per_factor = (top[0] - top[1]) / entropy(factors)
-    return {"mig": float(per_factor.mean()), "mig_per_factor": per_factor.tolist()}
+    h = entropy(factors)
+    per_factor = (top[0] - top[1]) / h
+    return {"mig": float(per_factor.mean()), "mig_per_factor": per_factor.tolist(),
+            "mi_matrix": m.tolist(), "entropy": h.tolist()}
 
 
 def score(represent: Callable[[Any], Any], data: FactorData, random_state: RandomState,
           num_train: int = NUM_TRAIN, num_bins: int = NUM_BINS) -> dict[str, Any]:
-    """MIG of `represent` on `data`: {"mig", "mig_per_factor"}."""
+    """MIG of `represent` on `data` (the keys of mig_of)."""
     rng = as_generator(random_state)
     factors = data.sample_factors(num_train, rng)
     return mig_of(represent_factors(represent, data, factors), factors, num_bins)
