@@ -223,14 +223,21 @@ def entropy_base(p, base):
 
 def test_dci_agrees_with_a_loop_implementation(grid):
     data, f = grid
-    rep = mixed(f)
+    # 6 codes for 5 factors, so that the two entropies' bases (F and d) differ
+    z = np.concatenate([mixed(f)(np.arange(len(f))), random_codes(len(f), 1)(np.arange(len(f)))],
+                       axis=1)
+    d = z.shape[1]
+
+    def rep(rows):
+        return z[rows]
+
     got = dci.score(rep, data, np.random.default_rng(2), **DCI)
     rng = np.random.default_rng(2)
     f_train, f_test = draw_factors(rng, DCI["num_train"]), draw_factors(rng, DCI["num_test"])
     seeds = rng.integers(2**31 - 1, size=len(SIZES))
     z_train, z_test = (rep(np.array([data.table[np.ravel_multi_index(tuple(r), SIZES)]
                                      for r in ff])) for ff in (f_train, f_test))
-    r = np.zeros((5, len(SIZES)))
+    r = np.zeros((d, len(SIZES)))
     test_acc = []
     for k in range(len(SIZES)):
         model = GradientBoostingClassifier(random_state=int(seeds[k])).fit(z_train, f_train[:, k])
@@ -239,9 +246,9 @@ def test_dci_agrees_with_a_loop_implementation(grid):
     assert got["informativeness_test"] == pytest.approx(np.mean(test_acc), abs=AGREE)
     total = r.sum()
     want = sum((1 - entropy_base(r[i] + 1e-11, len(SIZES))) * r[i].sum() / total
-               for i in range(5))
+               for i in range(d))
     assert got["dci"] == pytest.approx(want, abs=AGREE)
-    complete = sum((1 - entropy_base(r[:, k] + 1e-11, 5)) * r[:, k].sum() / total
+    complete = sum((1 - entropy_base(r[:, k] + 1e-11, d)) * r[:, k].sum() / total
                    for k in range(len(SIZES)))
     assert got["completeness"] == pytest.approx(complete, abs=AGREE)
 
