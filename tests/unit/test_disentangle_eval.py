@@ -1,0 +1,107 @@
+"""The scores of a model (disentangle_eval.py): the representation is Q's reading of the
+images, each image goes through Q once, and 2 real gloo ranks (each a share of the
+images, gathered) give the 1-rank scores."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as tdist
+import torch.multiprocessing as mp
+
+from infogan_dist.config import LatentConfig, ModelConfig
+from infogan_dist.data import to_float
+from infogan_dist.data.prepare import write_shards
+from infogan_dist.data.sprites import NAMES, generate
+from infogan_dist.disentangle_eval import CodeTable, FactorImages, QCodes, code_names, scores
+from infogan_dist.latent import LatentSpace
+from infogan_dist.models import build_models
+
+SIZES = [3, 2, 4, 4, 4]
+FRACTION, BATCH = 0.01, 50  # FactorVAE: 150 votes of 64 images (9,600 look-ups of 384)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    images, factors, values = generate(SIZES, 32)
+    out = tmp_path_factory.mktemp("dis") / "shards"
+    order = np.random.default_rng(1).permutation(len(images))
+    write_shards(images[order], factors[order, 0].astype(np.int64), out, 100, "test", 3,
+                 factors[order], {"names": NAMES, "sizes": SIZES, "values": values})
+    return str(out)
+
+
+def model():
+    space = LatentSpace(LatentConfig(noise_dim=8, categorical=[3], continuous=3))
+    torch.manual_seed(0)
+    _, D = build_models(ModelConfig(arch="mlp", width=0.125), space.input_dim, space.q_dim,
+                        (1, 32, 32))
+    return D.eval(), space
+
+
+def test_codes_are_q_means_and_argmax_and_each_image_is_computed_once(shards):
+    D, space = model()
+    images = FactorImages.load(shards)
+    held = images.set.images
+    calls = []
+    q = QCodes(D, space)
+
+    def counting(x):
+        calls.append(len(x))
+        return q(x)
+
+    counting.dim = q.dim
+    table = CodeTable(counting, held, batch=BATCH, device="cpu")
+    rows = np.array([5, 7, 5, 300, 7])
+    with torch.no_grad():
+        got = table(rows)
+        again = table(np.array([300, 5, 11]))
+        _, out = D(to_float(held[0:384]), head="q")
+    assert calls == [3, 1]  # 3 distinct rows, then only the new one
+    assert code_names(space) == ["c1", "c2", "c3", "c4"]
+    want = torch.cat([space.predict_categories(out).float(), space.split_q(out).mean], 1)
+    np.testing.assert_allclose(got, want[rows].numpy(), atol=1e-6)
+    np.testing.assert_allclose(again, want[[300, 5, 11]].numpy(), atol=1e-6)
+    assert set(got[:, 0].tolist()) <= {0.0, 1.0, 2.0}  # c1's argmax: a class number
+
+
+def _rank(rank, store, spec, out):
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                             timeout=datetime.timedelta(seconds=120))
+    D, space = model()
+    report = scores(D, space, FactorImages.load(spec), "cpu", seed=0, fraction=FRACTION,
+                    batch=BATCH)
+    (out / f"rank{rank}.json").write_text(json.dumps(report))
+    tdist.barrier()
+    tdist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # see test_ddp_sync.py: skip gloo's teardown
+
+
+def test_two_ranks_give_the_one_rank_scores(shards, tmp_path):
+    mp.spawn(_rank, args=(str(tmp_path / "store"), shards, tmp_path), nprocs=2, join=True)
+    two = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like the ranks: a float's rounding may depend on threads
+    try:
+        D, space = model()
+        one = scores(D, space, FactorImages.load(shards), "cpu", seed=0, fraction=FRACTION,
+                     batch=BATCH)
+    finally:
+        torch.set_num_threads(threads)
+    one = json.loads(json.dumps(one))
+    assert two[0] == two[1]  # every rank gets every code and the same scores
+    for name in ("factorvae", "mig", "dci", "sap"):
+        assert abs(one[name] - two[0][name]) <= 1e-6, name
+        assert 0 <= one[name] <= 1
+    assert one["details"] == two[0]["details"]
+    assert 0 < one["codes_computed"] <= 384 and one["codes_computed"] == two[0]["codes_computed"]
+    assert one["factors"] == NAMES and one["codes"] == ["c1", "c2", "c3", "c4"]
+    assert np.asarray(one["mi_normalised"]).shape == (4, 5)
