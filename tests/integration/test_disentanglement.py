@@ -1,0 +1,79 @@
+"""Issue 30: the disentanglement scores of the real trainer on procedural dSprites:
+the in-training metric and `infogan eval --disentanglement` give the same numbers for
+one checkpoint, and shards without factor classes are refused in one line (exit 2)."""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.helpers import ROOT, VENV_BIN, launch_env, make_shards, metrics, run_ok, train
+
+pytestmark = pytest.mark.integration
+
+INFOGAN = str(VENV_BIN / "infogan")
+FRACTION = "0.01"  # of disentanglement_lib's sample counts: 100 + 50 FactorVAE votes, ...
+SCORES = ("factorvae", "mig", "dci", "sap")
+
+
+def threads(n: int) -> dict[str, str]:
+    """The launcher gives a CPU process 2 threads; the CLI gets as many, so that Q's
+    float rounding (which may depend on the thread split) is the same."""
+    return {**launch_env(), "OMP_NUM_THREADS": str(n)}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """10 steps on 384 procedural sprites of 32x32, scored at step 10 in training."""
+    root = tmp_path_factory.mktemp("dis")
+    shards = root / "sprites"
+    run_ok([INFOGAN, "prepare-data", "--out", str(shards), "--sprites", "--size", "32",
+            "--factor-sizes", "3,2,4,4,4", "--shard-size", "96"])
+    train("launch/cpu.yaml", "configs/smoke.yaml", f"data.shards={shards}",
+          f"run.output_dir={root}", "train.max_steps=10", "latent.categorical=[3]",
+          "latent.continuous=3", "log.eval_every=10", "log.eval_metrics=[disentanglement]",
+          f"eval.disentanglement_fraction={FRACTION}", "log.images_every=0")
+    return root
+
+
+def test_in_training_scores_equal_the_cli_scores_of_the_checkpoint(run):
+    logged = [m for m in metrics(run / "smoke") if "eval/mig" in m]
+    assert [m["step"] for m in logged] == [10]
+    checkpoint = run / "smoke" / "checkpoints" / "step-00000010"
+    r = run_ok([INFOGAN, "eval", "--checkpoint", str(checkpoint), "--disentanglement",
+                "--disentanglement-fraction", FRACTION, "--json", "--no-pictures",
+                "--samples", "200"], env=threads(2))
+    report = json.loads(r.stdout)
+    d = report["disentanglement"]
+    for name in SCORES:
+        assert 0 <= d[name] <= 1
+        assert abs(d[name] - logged[0][f"eval/{name}"]) <= 1e-6, name
+    assert d["factors"] == ["shape", "scale", "orientation", "pos_x", "pos_y"]
+    assert d["codes"] == ["c1", "c2", "c3", "c4"] and set(d["best_factor"]) == set(d["codes"])
+    assert d["images"] == 384 and 0 < d["codes_computed"] <= 384
+    assert set(d["details"]["factorvae"]) >= {"train_accuracy", "eval_accuracy"}
+    # the categorical code's accuracy against the shape label, from the same decoded set
+    assert report["images"] == 384 and 1 / 3 <= report["codes"]["c1"]["accuracy"] <= 1
+    table = run_ok([INFOGAN, "eval", "--checkpoint", str(checkpoint), "--disentanglement",
+                    "--disentanglement-fraction", FRACTION, "--no-pictures", "--samples",
+                    "200"], env=threads(2)).stdout
+    assert f"factorvae {d['factorvae']:.4f}" in table and "best" in table
+
+
+def test_shards_without_factors_are_refused_in_one_line(run, tmp_path):
+    digits = make_shards(tmp_path / "digits", limit=64, shard_size=64)
+    checkpoint = run / "smoke" / "checkpoints" / "step-00000010"
+    r = subprocess.run([INFOGAN, "eval", "--checkpoint", str(checkpoint), "--disentanglement",
+                        "--data", str(digits)], capture_output=True, text=True, cwd=ROOT,
+                       env=launch_env(), timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"shards {digits} have no factor classes" in r.stderr
+    r = subprocess.run(
+        [str(VENV_BIN / "python"), str(ROOT / "train.py"), "--config",
+         str(ROOT / "configs/smoke.yaml"), f"data.shards={digits}",
+         f"run.output_dir={tmp_path}", "log.eval_every=5",
+         "log.eval_metrics=[codes,disentanglement]"],
+        capture_output=True, text=True, cwd=ROOT, env=launch_env(), timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "needs shards with factor classes" in r.stderr and str(digits) in r.stderr
+    assert not (tmp_path / "smoke").exists()
