@@ -89,22 +89,27 @@ def write_shards(
     num_classes: int | None,
     factors: np.ndarray | None = None,
     factor_spec: dict | None = None,
+    order: np.ndarray | None = None,
 ) -> dict:
     """Write shards and index.json (last, atomically); returns the index dict.
     `factors` [N, F] classes with `factor_spec` (data/factors.py): a .factors member per
     sample and index.json's "factors". index.json's "binary" says whether every pixel
-    is 0 or 255 (then memory mode holds the images at 1 bit per pixel)."""
+    is 0 or 255 (then memory mode holds the images at 1 bit per pixel). `order`: the
+    rows to write, in this order (default all, in order): a shuffle of a big set
+    without a copy of it."""
     images = np.asarray(images_uint8_NCHW)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be uint8 [N, 1 or 3, H, W], got {images.dtype} "
                          f"{list(images.shape)}")
-    n = images.shape[0]
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    if (factors is None) != (factor_spec is None) or \
+            factors is not None and len(factors) != len(images):
+        raise ValueError("factors need a factor_spec and one row per image")
+    rows = np.arange(len(images)) if order is None else np.asarray(order, dtype=np.int64)
+    n = len(rows)
     if n == 0:
         raise ValueError("no images to write")
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} images")
-    if (factors is None) != (factor_spec is None) or factors is not None and len(factors) != n:
-        raise ValueError("factors need a factor_spec and one row per image")
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     if stores.is_remote(str(out_dir)):  # s3://bucket/prefix: write here, upload, index last
@@ -117,7 +122,7 @@ def write_shards(
         stores.delete(stores.join(url, INDEX_NAME))  # unfinished from here until the end
         with tempfile.TemporaryDirectory(prefix="infogan-prepare-") as tmp:
             index = write_shards(images, labels, tmp, shard_size, source, num_classes,
-                                 factors, factor_spec)
+                                 factors, factor_spec, order)
             for shard in index["shards"]:
                 stores.upload(os.path.join(tmp, shard["name"]), stores.join(url, shard["name"]))
             stores.upload(os.path.join(tmp, INDEX_NAME), stores.join(url, INDEX_NAME))
@@ -131,12 +136,12 @@ def write_shards(
     pattern = str(out / "shard-").replace("%", "%%") + "%06d.tar"
     writer = wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, encoder=False, mtime=0)
     try:
-        for i in range(n):
-            sample = {"__key__": f"{i:08d}", "png": _encode_png(images[i])}
+        for i, row in enumerate(rows):
+            sample = {"__key__": f"{i:08d}", "png": _encode_png(images[row])}
             if labels is not None:
-                sample["cls"] = str(int(labels[i])).encode("ascii")
+                sample["cls"] = str(int(labels[row])).encode("ascii")
             if factors is not None:
-                sample[factor_codec.EXT] = factor_codec.encode(factors[i])
+                sample[factor_codec.EXT] = factor_codec.encode(factors[row])
             writer.write(sample)
     finally:
         writer.close()
@@ -148,7 +153,7 @@ def write_shards(
         "has_labels": labels is not None,
         "num_classes": None if labels is None else int(num_classes or int(labels.max()) + 1),
         "source": source,
-        "binary": _is_binary(images),
+        "binary": _is_binary(images),  # of all rows: binary then, binary any subset
     }
     if factor_spec is not None:
         index["factors"] = factor_spec
@@ -326,7 +331,8 @@ def _from_torchvision(name: str, root: str, split: str, download: bool, size: in
 
 
 def _with_factors(args: argparse.Namespace):
-    """(images, labels, factors, factor spec, source) of --dsprites or --sprites."""
+    """(images, labels, factors, factor spec, source, the order to write the rows in)
+    of --dsprites or --sprites."""
     from .dsprites import read_dsprites
     from .sprites import NAMES, SIZES, generate
 
@@ -347,12 +353,12 @@ def _with_factors(args: argparse.Namespace):
         source = (f"procedural dSprites (infogan_dist/data/sprites.py), factor sizes "
                   f"{','.join(map(str, sizes))}, {images.shape[-1]}x{images.shape[-1]}")
     # a fixed shuffle, as for --folder: the grid order would give stream mode (whose
-    # shuffle is local) batches of one shape and scale
+    # shuffle is local) batches of one shape and scale. Written through write_shards'
+    # order: a shuffled copy would be another 3.0 GB.
     order = np.random.default_rng(0).permutation(len(images))
-    images, labels, factors = images[order], labels[order], factors[order]
     sizes = [len(v) for v in values]
     return (images, labels, factors, {"names": NAMES, "sizes": sizes, "values": values},
-            source + ", shuffled (seed 0)")
+            source + ", shuffled (seed 0)", order)
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -416,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--size must be >= 1, got {args.size}")
     # the sources read up to offset + limit; the slice below drops the offset
     upto = args.offset + args.limit if args.limit else None
-    factors = spec = None
+    factors = spec = rows = None
     if args.images or args.labels:
         if not (args.images and args.labels):
             raise ValueError("--images and --labels go together")
@@ -434,25 +440,28 @@ def run(args: argparse.Namespace) -> int:
         images, labels, num_classes = _from_folder(args.folder, args.size, upto)
         source = f"folder {args.folder} shuffled (seed 0)"
     else:
-        images, labels, factors, spec, source = _with_factors(args)
-        images, labels, factors = images[:upto], labels[:upto], factors[:upto]
+        images, labels, factors, spec, source, rows = _with_factors(args)
+        rows = rows[:upto]
         num_classes = spec["sizes"][0]  # the label is the shape
     if args.offset:
-        if args.offset >= len(images):
-            raise ValueError(f"--offset {args.offset}: the source has only {len(images)} images")
-        images = images[args.offset:]
-        labels = None if labels is None else labels[args.offset:]
-        factors = None if factors is None else factors[args.offset:]
+        total = len(images) if rows is None else len(rows)
+        if args.offset >= total:
+            raise ValueError(f"--offset {args.offset}: the source has only {total} images")
+        if rows is not None:
+            rows = rows[args.offset:]
+        else:
+            images = images[args.offset:]
+            labels = None if labels is None else labels[args.offset:]
         source += f" offset {args.offset}"
     if args.limit:
         source += f" limit {args.limit}"
     index = write_shards(images, labels, args.out, args.shard_size, source, num_classes,
-                         factors, spec)
+                         factors, spec, rows)
     c, h, w = index["image_shape"]
     kind = f"labels: {index['num_classes']} classes" if labels is not None else "no labels"
     if spec is not None:
         kind += ", factors " + " x ".join(f"{n} {s}" for n, s in
                                           zip(spec["names"], spec["sizes"], strict=True))
-    print(f"wrote {len(images)} images ({c}x{h}x{w}, {kind})"
+    print(f"wrote {sum(s['count'] for s in index['shards'])} images ({c}x{h}x{w}, {kind})"
           f" in {len(index['shards'])} shards to {args.out}/ (index {args.out}/{INDEX_NAME})")
     return 0

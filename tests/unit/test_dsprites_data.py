@@ -231,3 +231,14 @@ def test_sprites_arguments_are_checked(tmp_path, capsys):
         assert cli.main(["prepare-data", "--out", str(tmp_path / "o"), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_offset_and_limit_split_the_shuffled_grid(tmp_path, capsys):
+    parts = []
+    for name, extra in (("a", ["--limit", "100"]), ("b", ["--offset", "100", "--limit", "200"])):
+        assert cli.main(["prepare-data", "--out", str(tmp_path / name), "--sprites", "--size",
+                         "16", "--factor-sizes", ",".join(map(str, SMALL)), *extra]) == 0
+        parts.append(load_labelled_factors(str(tmp_path / name)).factors)
+    assert "wrote 200 images" in capsys.readouterr().out
+    flat = [set(np.ravel_multi_index(p.T.astype(np.int64), SMALL).tolist()) for p in parts]
+    assert len(flat[0]) == 100 and len(flat[1]) == 200 and not flat[0] & flat[1]
