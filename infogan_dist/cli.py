@@ -16,8 +16,8 @@ import sys
 # checks it against what each module registers.
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("infogan_dist.data.prepare",
-                     "write webdataset shards + index.json from IDX files, torchvision or a "
-                     "folder"),
+                     "write webdataset shards + index.json from IDX files, torchvision, a folder "
+                     "or dSprites"),
     "eval": ("infogan_dist.evaluate",
              "score a checkpoint's codes: unsupervised accuracy, MI bounds, traversal pictures"),
     "sample": ("infogan_dist.sample",

@@ -48,7 +48,6 @@ from .checkpoint import (
 from .config import Config, save_config
 from .data import ShardIndex, open_source, to_float
 from .data.labelled import eval_shards, load_eval_data
-from .disentangle_eval import DisentanglementEvaluator
 from .ema import EMA
 from .fid import FidEvaluator
 from .guard import ROLLBACK_BUDGET, Diverged, TrainingFailed
@@ -118,9 +117,13 @@ class Trainer:
                           and "codes" in cfg.log.eval_metrics and self.acc.is_main_process
                           else None)
         # the disentanglement scores (all ranks): the shards load on first use
-        self.disentanglement = DisentanglementEvaluator(
-            eval_shards(cfg), cfg.eval.disentanglement_fraction, cfg.eval.disentanglement_batch,
-            self.device) if "disentanglement" in cfg.log.eval_metrics else None
+        self.disentanglement = None
+        if "disentanglement" in cfg.log.eval_metrics:
+            from .disentangle_eval import DisentanglementEvaluator  # scikit-learn: only then
+
+            self.disentanglement = DisentanglementEvaluator(
+                eval_shards(cfg), cfg.eval.disentanglement_fraction,
+                cfg.eval.disentanglement_batch, self.device)
         # FID/KID (metric "fid", all ranks): features and real statistics load on first use
         self.fid = FidEvaluator(
             cfg.eval.fid_data or eval_shards(cfg), cfg.eval.features, cfg.eval.inception_weights,

@@ -366,9 +366,11 @@ def _with_factors(args: argparse.Namespace):
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare-data",
-        help="write webdataset shards + index.json from IDX files, torchvision or a folder",
+        help="write webdataset shards + index.json from IDX files, torchvision, a folder or "
+             "dSprites",
         description="Write webdataset shards (PNG + class label per sample) and index.json. "
-        "Give exactly one source: --images/--labels, --torchvision/--root or --folder.",
+        "Give exactly one source: --images/--labels, --torchvision/--root, --folder, "
+        "--dsprites or --sprites.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n" + __doc__.split("\n\n")[1],
     )
