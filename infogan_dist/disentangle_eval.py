@@ -28,6 +28,7 @@ from torch import nn
 from .data import to_float
 from .data.factors import FactorSet
 from .data.labelled import load_labelled_factors
+from .data.shards import ShardError
 from .disentangle import SCORES, FactorData, score_all
 from .fid import distributed_features
 from .latent import LatentSpace
@@ -91,9 +92,14 @@ class FactorImages:
 
     @classmethod
     def load(cls, spec: str) -> FactorImages:
+        """ShardError (one line) for shards without factors or without every combination."""
         fs = load_labelled_factors(spec)
-        data = FactorData.from_factors(fs.factors, fs.spec.sizes, fs.spec.names,
-                                       what=f"shards {spec}")
+        try:
+            data = FactorData.from_factors(fs.factors, fs.spec.sizes, fs.spec.names,
+                                           what=f"shards {spec}")
+        except ValueError as e:
+            raise ShardError(f"{e}; use shards with all of them (prepare-data without "
+                             "--limit/--offset)") from None
         return cls(data, fs, spec)
 
 

@@ -3,6 +3,7 @@ second and a one-line error (exit 2), not a hung or half-started distributed job
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -33,6 +34,22 @@ def check_not_a_file(key: str, spec: str) -> None:
             f"`infogan prepare-data --out DIR` wrote (it holds {INDEX_NAME} and "
             f"shard-*.tar){hint}"
         )
+
+
+def _check_factors(spec: str, index: ShardIndex) -> None:
+    """The metric disentanglement samples every factor combination: the shards must have
+    factor classes and at least one sample per combination (counted, not decoded)."""
+    if index.factors is None:
+        raise ConfigError(
+            f"log.eval_metrics has disentanglement, which needs shards with factor "
+            f"classes, but {spec} has none; set data.eval_shards to shards made by "
+            "`infogan prepare-data --dsprites FILE.npz` or `--sprites`")
+    combinations = math.prod(int(s) for s in index.factors.get("sizes", []))
+    if index.total < combinations:
+        raise ConfigError(
+            f"log.eval_metrics has disentanglement, which samples all {combinations} factor "
+            f"combinations, but {spec} holds {index.total} samples; set data.eval_shards to "
+            "shards with every combination (prepare-data without --limit/--offset)")
 
 
 def preflight(cfg: Config) -> ShardIndex:
@@ -66,12 +83,8 @@ def preflight(cfg: Config) -> ShardIndex:
                 f"log.eval_every={cfg.log.eval_every} needs labelled shards, but {eval_spec} "
                 "has no labels; set data.eval_shards to labelled shards or log.eval_every=0"
             )
-        if "disentanglement" in cfg.log.eval_metrics and eval_index.factors is None:
-            raise ConfigError(
-                f"log.eval_metrics has disentanglement, which needs shards with factor "
-                f"classes, but {eval_spec} has none; set data.eval_shards to shards made by "
-                "`infogan prepare-data --dsprites FILE.npz` or `--sprites`"
-            )
+        if "disentanglement" in cfg.log.eval_metrics:
+            _check_factors(eval_spec, eval_index)
     path, _ = ckpt.find_resume(cfg.run_dir, cfg.train.resume)
     if path is not None:
         conflicts = ckpt.resume_conflicts(path, cfg)

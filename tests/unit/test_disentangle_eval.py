@@ -105,3 +105,25 @@ def test_two_ranks_give_the_one_rank_scores(shards, tmp_path):
     assert 0 < one["codes_computed"] <= 384 and one["codes_computed"] == two[0]["codes_computed"]
     assert one["factors"] == NAMES and one["codes"] == ["c1", "c2", "c3", "c4"]
     assert np.asarray(one["mi_normalised"]).shape == (4, 5)
+
+
+def test_shards_without_every_combination_are_refused_before_and_at_scoring(shards, tmp_path):
+    """A --limit subset of the grid: preflight counts (no decoding) and refuses it in one
+    line; loading it for the scores names the missing combination."""
+    from infogan_dist.config import ConfigError, load_config
+    from infogan_dist.data.shards import ShardError
+    from infogan_dist.preflight import preflight
+
+    subset = tmp_path / "subset"
+    images, factors, values = generate(SIZES, 32)
+    write_shards(images[:300], None, subset, 100, "test", None, factors[:300],
+                 {"names": NAMES, "sizes": SIZES})
+    overrides = [f"data.shards={shards}", f"data.eval_shards={subset}",
+                 f"run.output_dir={tmp_path}", "log.eval_every=5",
+                 "log.eval_metrics=[disentanglement]", "model.arch=mlp"]
+    with pytest.raises(ConfigError, match=r"samples all 384 factor combinations, but .*subset "
+                                          r"holds 300 samples"):
+        preflight(load_config(None, overrides))
+    preflight(load_config(None, overrides[:1] + overrides[2:]))  # the whole grid: fine
+    with pytest.raises(ShardError, match=r"holds 300 of the 384 factor combinations.*missing"):
+        FactorImages.load(str(subset))
