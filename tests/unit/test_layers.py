@@ -7,15 +7,16 @@ sideways within) these layers, bottom to top (docs/layers.md):
     4. data.stores  byte stores by URL scheme: local, S3, HTTP(S), node cache, read-ahead;
                     nothing of tar, images, shards or the config
     5. core         latent, losses, models, ranks, augment, speed, guard, faults, stop,
-                    console, runlock; models import only config and registry (and no
-                    accelerate, no torch.distributed)
+                    console, runlock, disentangle; models import only config and
+                    registry (and no accelerate, no torch.distributed); disentangle (the
+                    four scores) only registry, and no torch
     6. data         the shard layer: tar, shards (index, decode), memory and stream modes,
                     labelled, prepare; asks data.stores for bytes (their package, not
                     s3/http/cache/ahead), imports no network client
     7. training     terms, updates, scores: the registries of loss terms, update rules,
                     metrics
     8. choices      choice keys against the registries (above schema and registries)
-    9. run          checkpoint, ema, tracking, pictures, features, fid
+    9. run          checkpoint, ema, tracking, pictures, features, fid, disentangle_eval
    10. entry        evaluate, sample, preflight, trainer, cli, reference (the config
                     reference generator), the package itself, and any module not placed
 
@@ -44,11 +45,12 @@ LAYERS: list[tuple[str, list[str]]] = [  # bottom to top; a module is in the lay
     ("config", ["config"]),
     ("data.stores", ["data.stores"]),
     ("core", ["latent", "losses", "models", "ranks", "augment", "speed", "guard", "faults",
-              "stop", "console", "runlock"]),
+              "stop", "console", "runlock", "disentangle"]),
     ("data", ["data"]),
     ("training", ["terms", "updates", "scores"]),
     ("choices", ["choices"]),
-    ("run", ["checkpoint", "ema", "tracking", "pictures", "features", "fid"]),
+    ("run", ["checkpoint", "ema", "tracking", "pictures", "features", "fid",
+             "disentangle_eval"]),
     ("entry", ["evaluate", "sample", "preflight", "trainer", "cli", "reference"]),
 ]
 
@@ -59,10 +61,12 @@ MAY_IMPORT = {
     "config": ["errors", "config"],
     "data.stores": ["errors", "registry", "data.stores"],
     "models": ["errors", "registry", "config", "models"],
+    "disentangle": ["errors", "registry", "disentangle"],  # pure metrics: no model, no data
 }
 # Third-party and standard modules a part must not import (prefixes).
 MUST_NOT_IMPORT = {
     "models": ["accelerate", "torch.distributed"],
+    "disentangle": ["torch", "accelerate"],
     "data.stores": ["torch", "numpy", "PIL", "webdataset", "tarfile"],
     "data": ["boto3", "botocore", "urllib3", "http", "fcntl"],  # the shard layer
 }
