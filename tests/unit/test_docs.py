@@ -19,6 +19,23 @@ def test_config_reference_is_current():
         f"regenerate it with: {reference.REGENERATE}")
 
 
+def test_reference_ignores_terms_registered_outside_the_package():
+    """A term a test or a user's module registers in the same interpreter (as
+    tests/integration/test_extending.py does) is not the package's: the page must not
+    depend on what else was imported, or the suite's order decides whether it is stale."""
+    from infogan_dist.terms import LOSS_TERMS, LossTerm
+
+    class Outsider(LossTerm):
+        view, head, roles = "real", "adv", ("D",)
+
+    LOSS_TERMS.add("outsider_term", Outsider)
+    try:
+        assert "outsider_term" not in reference.tables()
+        assert "outsider_term" not in {r.key: r for r in reference.rows()}["loss.extra"].allowed
+    finally:
+        del LOSS_TERMS._entries["outsider_term"]
+
+
 def test_reference_rows_come_from_the_schema_source():
     """Type, default, allowed values and the comment above and beside each field."""
     rows = {r.key: r for r in reference.rows()}
