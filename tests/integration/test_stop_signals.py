@@ -511,3 +511,56 @@ def test_a_dead_output_reader_does_not_cost_the_stop_checkpoint(shards, tmp_path
     ck = run / "checkpoints" / f"step-{S:08d}"
     assert (ck / "COMPLETE").is_file(), sorted((run / "checkpoints").iterdir())
     assert json.loads((ck / "train_state.json").read_text())["step"] == S
+
+
+# Rank 1 of the first attempt writes STOP and dies at step 15, in one go: the stop request
+# is then outstanding when torchrun starts the workers again (rank 0 cannot finish a stop
+# without rank 1, so it cannot have taken the file away either). The file is dated 5 s
+# back: a restart that took that long after it (two machines, a slow exit), where on one
+# idle machine the new rank 0 may start within the second the old check tolerated.
+STOP_THEN_DIE = """\
+import os, pathlib, runpy, signal, sys, time
+from infogan_dist import faults
+inject = faults.inject
+
+def stop_then_die(where, rank, step):
+    if (where, rank, step) == ("step", 1, 15) and \\
+            os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        stop = pathlib.Path(os.environ["STOP_FILE"])
+        stop.touch()
+        os.utime(stop, (time.time() - 5, time.time() - 5))
+        os.kill(os.getpid(), signal.SIGKILL)
+    inject(where, rank, step)
+
+faults.inject = stop_then_die
+sys.path.insert(0, {root!r})
+sys.argv[0] = {train!r}
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.integration
+def test_a_stop_file_written_during_an_in_job_restart_is_honoured(shards, tmp_path):
+    """A STOP written while torchrun restarts the workers (the soak's STOP striking the
+    recovery of a dead rank; a Slurm USR1 arriving then) is for this job: the restarted
+    rank 0 stops with a checkpoint instead of dropping it as a leftover of an earlier
+    segment, which it is only when older than the launcher."""
+    run = tmp_path / "stop"
+    worker = tmp_path / "worker.py"
+    worker.write_text(STOP_THEN_DIE.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    cmd = train_cmd(LAUNCH, SMOKE, *opts(shards, tmp_path, "train.max_steps=40",
+                                         "checkpoint.every=10", "dist.timeout_s=20"),
+                    extra_launch=("--max_restarts", "1", "--monitor_interval", "0.5"))
+    cmd[cmd.index(str(ROOT / "train.py"))] = str(worker)
+    env = signal_env() | {"STOP_FILE": str(run / "STOP")}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=DEADLINE_S)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-4000:]
+    assert f"resumed from {run / 'checkpoints' / f'step-{10:08d}'} at step 10" in log
+    steps = [m["step"] for m in metrics(run)]
+    S = steps[-1]
+    assert f"stopped (stop file {run / 'STOP'}) at step {S}" in log, log[-3000:]
+    assert S < 40 and steps == list(range(1, S + 1))
+    assert (run / "checkpoints" / f"step-{S:08d}" / "COMPLETE").is_file()
+    assert not (run / "STOP").exists()
