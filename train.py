@@ -18,6 +18,7 @@ diverged past train.nonfinite, a full disk (one line), or anything else.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import os
@@ -73,6 +74,24 @@ def record_for_launcher(message: str) -> None:
             json.dump(data, f)
 
 
+def disk_full_message(e: OSError, run_dir: Path) -> str:
+    """One line for a write that found the disk full outside a checkpoint save (which
+    says so itself): metrics, pictures, W&B's files, the node cache. Checkpoints are
+    written whole or not at all, so the newest complete one is what a resume uses."""
+    from infogan_dist.checkpoint import CheckpointError, list_checkpoints
+
+    target = e.filename2 if getattr(e, "filename2", None) else e.filename
+    where = f" (writing {target})" if target else f" (run directory {run_dir})"
+    try:
+        good = list_checkpoints(run_dir)[0]
+    except (CheckpointError, OSError):
+        good = []
+    kept = good[-1].name if good else "(none yet)"
+    return (f"{'disk quota exceeded' if e.errno == errno.EDQUOT else 'no space left on the device'}"
+            f"{where}; newest checkpoint {kept} kept; free space, then launch again "
+            "(train.resume=auto continues from it)")
+
+
 @record  # torchrun prints this rank's traceback in its failure summary
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -114,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailed as e:  # diverged past train.nonfinite, or a full disk
         print(f"error: {e}", file=sys.stderr, flush=True)
         record_for_launcher(f"{type(e).__name__}: {e}")
+        return 1
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        message = disk_full_message(e, cfg.run_dir)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        record_for_launcher(f"OSError: {message}")
         return 1
     except RuntimeError as e:
         text = " ".join(str(e).split())
