@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -564,3 +565,36 @@ def test_a_stop_file_written_during_an_in_job_restart_is_honoured(shards, tmp_pa
     assert S < 40 and steps == list(range(1, S + 1))
     assert (run / "checkpoints" / f"step-{S:08d}" / "COMPLETE").is_file()
     assert not (run / "STOP").exists()
+
+
+@pytest.mark.integration
+def test_a_preemption_that_ends_the_wandb_service_still_stops_with_a_checkpoint(shards,
+                                                                              tmp_path):
+    """Slurm preempts by signalling every process of the job, W&B's service process
+    (wandb-core, a child of rank 0) too, which then drops its connection to the trainer
+    at once: in the soak, the stop's last metrics row went to a dead W&B, a traceback, no
+    stop checkpoint. Here the service is killed outright before the trainer's SIGTERM (the
+    same dead connection, in a fixed order): training must still stop with its
+    checkpoint, W&B left off with one warning."""
+    run = tmp_path / "stop"
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / SMOKE),
+           *opts(shards, tmp_path, "train.max_steps=100000", "checkpoint.every=100000",
+                 "log.wandb=offline")]
+    log = tmp_path / "train.log"
+    with launched(cmd, signal_env(), log) as (proc, seen):
+        poll(lambda: last_step(run) >= 2, "two steps", proc, log)
+        service = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if p.name() == "wandb-core"]
+        assert len(service) == 1, psutil.Process(proc.pid).children(recursive=True)
+        seen += service
+        service[0].kill()
+        wait_gone(service, 60)  # a zombie until the trainer reaps it
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=DEADLINE_S)
+    text = log.read_text()
+    assert rc == 0 and "Traceback" not in text, text[-4000:]
+    assert text.count("warning: W&B failed while ") == 1, text[-3000:]
+    steps = [m["step"] for m in metrics(run)]
+    S = steps[-1]
+    assert f"stopped (SIGTERM) at step {S}" in text and steps == list(range(1, S + 1))
+    assert (run / "checkpoints" / f"step-{S:08d}" / "COMPLETE").is_file()
