@@ -272,16 +272,6 @@ class Job:
             f.close()
 
 
-@dataclass
-class Clock:
-    """Seconds since the soak started, for the report."""
-
-    t0: float = field(default_factory=time.time)
-
-    def __call__(self, t: float | None = None) -> float:
-        return round((time.time() if t is None else t) - self.t0, 2)
-
-
 def environment(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
     """The launchers' environment: slurm/infogan.sh's variables, one thread per process
     (two processes share two cores), CPU only, plus `extra` (S3 endpoint and keys, the

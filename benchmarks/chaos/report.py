@@ -33,10 +33,14 @@ class FaultRecord:
 
     def line(self) -> str:
         struck = self.detail.get("struck_by")
-        took = (f"recovered with fault {struck}" if struck else
-                f"recovered in {self.recovered_s:.1f} s")
-        state = (f"{took} (step {self.next_step})" if self.recovered
-                 else "NOT RECOVERED" if self.injected else "NOT INJECTED")
+        if not self.injected:
+            state = "NOT INJECTED"
+        elif not self.recovered or self.next_step is None:
+            state = "NOT RECOVERED"
+        elif struck or self.recovered_s is None:
+            state = f"recovered with fault {struck} (step {self.next_step})"
+        else:
+            state = f"recovered in {self.recovered_s:.1f} s (step {self.next_step})"
         if self.detail.get("during_recovery_of"):
             state += f", struck the recovery of fault {self.detail['during_recovery_of']}"
         extra = "; ".join(self.problems + self.unplanned_exits)
