@@ -53,7 +53,7 @@ from .fid import FidEvaluator
 from .guard import ROLLBACK_BUDGET, Diverged, TrainingFailed
 from .latent import LatentSpace
 from .models import build_models
-from .pictures import save_pictures
+from .pictures import clean_stale_tmp, save_pictures
 from .scores import METRICS, EvalInputs
 from .stop import StopRequest
 from .tracking import Tracker
@@ -144,6 +144,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             self.stop.clear_stale_file()
+            for stale in clean_stale_tmp(self.run_dir / "samples"):
+                print(f"warning: removed the remains of an interrupted picture: {stale}",
+                      flush=True)
         self.checkpoints.start()
         self.acc.wait_for_everyone()
         path = self.checkpoints.resume(self.cfg.train.resume)

@@ -406,3 +406,18 @@ def test_full_disk_outside_a_save_is_one_line(shards, tmp_path):
         assert f"resumed from {step_dir(run, N)} at step {N}" in out(r)
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_the_remains_of_a_killed_picture_are_removed_at_start(shards, tmp_path):
+    """A picture is written to `.<name>.tmp-<pid>` and renamed: a SIGKILL between the two
+    (the soak killed rank 0 there) left the temporary file for good. The next start
+    removes it, as it removes an interrupted checkpoint's `.tmp-step-N`."""
+    common = opts(shards, tmp_path, "pics")
+    assert plain(*common, f"train.max_steps={N}").returncode == 0
+    samples = tmp_path / "pics" / "samples"
+    left = samples / f".step-{N:08d}-c2.png.tmp-999999"  # as a killed writer leaves it
+    left.write_bytes(b"\x89PNG half a picture")
+    r = plain(*common, f"train.max_steps={2 * N}")
+    assert r.returncode == 0, out(r)[-3000:]
+    assert f"warning: removed the remains of an interrupted picture: {left}" in out(r)
+    assert not [p.name for p in samples.iterdir() if p.name.startswith(".")]
