@@ -6,8 +6,8 @@ the workers of the moment must be replaced for training to go on (`restarts`), d
 for the report, and optionally `after`, run once training has completed a step again
 (disarm the proxy, check what the recovery left).
 
-Recovery is the soak's to measure (soak.py): from `t` to the next step completed by the
-workers that followed, with no launcher started again that the fault did not plan.
+Recovery is the schedule's to measure (schedule.py): from `t` to the next step completed
+by the workers that followed, with no launcher ending that the fault did not plan.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def s3_outage(rig: Rig) -> Injected:
     th.start()
     rig.s3_restarts.append(th)
     emptied = _empty_cache(rig.cache_dirs[1]) if empty else 0
-    rig.job.wait(lambda: time.time() - t_down >= rig.rng.uniform(0, 2), 10, "delay")
+    into = rig.rng.uniform(0, 2)  # seconds into the outage (drawn once: the schedule's seed)
+    rig.job.wait(lambda: time.time() - t_down >= into, 10, "delay")
     t, rank = _kill_rank(rig)
     return Injected(t, restarts=True, detail={
         "down_s": round(down_s, 1), "rank": rank, "cached_shards_removed": emptied})

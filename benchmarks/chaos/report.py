@@ -117,6 +117,8 @@ def write_report(out: Path, meta: dict, records: list[FaultRecord],
         md += ["", "Failures:", ""]
         for c in failed:
             md += [f"- {c.name}: {f}" for f in c.failures[:10]]
+    md += ["", f"torch's launch log directories left in tmp/ (one per launch; torch's, not "
+           f"judged): {meta.get('torchelastic_dirs_left', 0)}."]
     md += ["", "Faults in order:", "", "```"] + [r.line() for r in records] + ["```", ""]
     (out / "report.md").write_text("\n".join(md))
     return ok
