@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from infogan_dist import console, stop  # first: stop notes the launcher's pid before torch
+from infogan_dist import console, startup, stop  # first: stop notes the launcher before torch
 
 stop.install()  # SIGTERM/SIGINT/SIGUSR1 are stop requests from here on
 stop.watch_launcher()  # and so is the launcher going away
@@ -94,6 +94,7 @@ def disk_full_message(e: OSError, run_dir: Path) -> str:
 
 @record  # torchrun prints this rank's traceback in its failure summary
 def main(argv: list[str] | None = None) -> int:
+    startup.mark("interpreter and imports")
     args = parse_args(argv)
     default = args.config is None
     try:
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         from infogan_dist.preflight import preflight
 
         index = preflight(cfg)
+        startup.mark("checks")
     except (ConfigError, ShardError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         record_for_launcher(f"{type(e).__name__}: {e}")
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from infogan_dist import runlock
     from infogan_dist.trainer import Trainer
 
+    startup.mark("trainer imports")
     lock = None
     try:
         if int(os.environ.get("RANK", "0")) == 0:  # the main process holds the run lock

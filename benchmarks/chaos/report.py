@@ -109,6 +109,15 @@ def write_report(out: Path, meta: dict, records: list[FaultRecord],
                         for p in PHASES)
         md.append(f"| {row['kind']} | {row['injected']} | {row['recovered']} | "
                   f"{_stat(times)} | {ph} |")
+    parts: dict[str, list[float]] = {}
+    for r in records:
+        for name, value in r.phases.get("startup_parts", {}).items():
+            parts.setdefault(name, []).append(value)
+    if parts:
+        md += ["", "Start-up of the restarted rank 0, by its own account (medians over "
+               f"{max(len(v) for v in parts.values())} restarts, s):", "",
+               "| " + " | ".join(parts) + " |", "|" + " ---: |" * len(parts),
+               "| " + " | ".join(f"{statistics.median(v):.1f}" for v in parts.values()) + " |"]
     md += ["", "| invariant | holds | figure |", "| --- | --- | --- |"]
     for c in results:
         md.append(f"| {c.name} | {'yes' if c.passed else '**NO**'} | {c.figure} |")

@@ -111,7 +111,8 @@ def phases(job: Job, t_fault: float, t_step: float) -> dict[str, float]:
     restart_s: until the last worker of the attempt that trained the step was spawned
         (the other workers stopped, the agents' rendezvous, any failed attempts);
     startup_s: until rank 0 printed `resumed from` (interpreter and imports, preflight:
-        the shard index from S3, process group, models, data, checkpoint loaded);
+        the shard index from S3, process group, models, data, checkpoint loaded; rank 0's
+        own `start-up` line splits it: startup_parts);
     first_step_s: the rest (tracking start, the step itself, its metrics row)."""
     out: dict[str, float] = {}
     noticed = [ln.t for ln in job.lines_since(t_fault) if ln.t <= t_step and (
@@ -133,7 +134,22 @@ def phases(job: Job, t_fault: float, t_step: float) -> dict[str, float]:
     if resumed:
         out["startup_s"] = round(resumed[0] - t_spawn, 2)
         out["first_step_s"] = round(t_step - resumed[0], 2)
+    said = [ln.text for ln in job.lines_since(t_spawn, "start-up ") if ln.t <= t_step]
+    if said:  # rank 0's own account (infogan_dist/startup.py): "start-up T s: part t, ..."
+        out["startup_parts"] = startup_parts(said[-1])
     return out
+
+
+def startup_parts(line: str) -> dict[str, float]:
+    """{'interpreter and imports': 7.6, 'checks': 0.2, ...} from rank 0's start-up line."""
+    parts = {}
+    for item in line.split(": ", 1)[-1].split(", "):
+        name, _, value = item.rpartition(" ")
+        try:
+            parts[name] = float(value)
+        except ValueError:
+            continue
+    return parts
 
 
 def run_schedule(rig: Rig, kinds: list[str], more: Callable[[list[FaultRecord]], bool],

@@ -32,3 +32,20 @@ def test_train_py_freezes_what_is_left_before_the_interpreter_exits():
                   "sys.argv = ['train.py', '--config', 'configs/smoke.yaml', '--dry-run']\n"
                   "runpy.run_path('train.py', run_name='__main__')\n")
     assert out.splitlines()[-1] == "frozen True"
+
+
+def test_the_start_up_line_names_each_part_in_order(monkeypatch):
+    """startup.summary(): the time from the process's creation to the last mark, split by
+    mark (the soak reads the restarted rank 0's line to say where a restart went)."""
+    import re
+
+    from infogan_dist import startup
+
+    monkeypatch.setattr(startup, "_marks", [])
+    startup.mark("imports")
+    startup.mark("checks")
+    line = startup.summary()
+    m = re.fullmatch(r"start-up (\d+\.\d) s: imports (\d+\.\d), checks (\d+\.\d)", line)
+    assert m, line
+    total, *parts = (float(x) for x in m.groups())
+    assert abs(total - sum(parts)) <= 0.1 + 1e-9 and parts[0] > 0
