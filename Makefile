@@ -17,7 +17,7 @@ export TORCHELASTIC_SIGNALS_TO_HANDLE := SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1
 export PET_SIGNALS_TO_HANDLE := $(TORCHELASTIC_SIGNALS_TO_HANDLE)
 export WANDB_SILENT := true
 
-.PHONY: setup data train test lint bench clean gpu-check docs docs-reference
+.PHONY: setup data train test lint bench clean gpu-check docs docs-reference soak
 
 setup:
 	launch/setup.sh
@@ -74,6 +74,16 @@ gpu-check:
 	echo "PYTHONPATH=. $$py benchmarks/gpu_check.py --out $(OUT) $(if $(WHEELS),--wheels $(WHEELS)) $(if $(MNIST),--mnist $(MNIST)) $(GPU_CHECK_ARGS)"; \
 	PYTHONPATH=. $$py benchmarks/gpu_check.py --out $(OUT) $(if $(WHEELS),--wheels $(WHEELS)) \
 	  $(if $(MNIST),--mnist $(MNIST)) $(GPU_CHECK_ARGS)
+
+# The soak (benchmarks/soak.py, docs/soak.md): configs/mnist.yaml at width 0.125 on two
+# "machines" of this host, data from a local S3 server, under a seeded schedule of faults
+# for MINUTES, then the invariants; report in runs/soak-$(SEED)/report.{md,json}, exit 1
+# if any invariant failed. Root mounts a tmpfs for the full-disk fault (else: left out).
+MINUTES ?= 30
+SEED    ?= 0
+SOAK_ARGS ?=
+soak: setup
+	$(PY) benchmarks/soak.py --minutes $(MINUTES) --seed $(SEED) --mnist $(MNIST10K) $(SOAK_ARGS)
 
 lint: setup
 	.venv/bin/ruff check infogan_dist tests benchmarks train.py docs/hooks

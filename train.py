@@ -18,13 +18,15 @@ diverged past train.nonfinite, a full disk (one line), or anything else.
 from __future__ import annotations
 
 import argparse
+import errno
+import gc
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from infogan_dist import console, stop  # first: stop notes the launcher's pid before torch
+from infogan_dist import console, startup, stop  # first: stop notes the launcher before torch
 
 stop.install()  # SIGTERM/SIGINT/SIGUSR1 are stop requests from here on
 stop.watch_launcher()  # and so is the launcher going away
@@ -72,8 +74,27 @@ def record_for_launcher(message: str) -> None:
             json.dump(data, f)
 
 
+def disk_full_message(e: OSError, run_dir: Path) -> str:
+    """One line for a write that found the disk full outside a checkpoint save (which
+    says so itself): metrics, pictures, W&B's files, the node cache. Checkpoints are
+    written whole or not at all, so the newest complete one is what a resume uses."""
+    from infogan_dist.checkpoint import CheckpointError, list_checkpoints
+
+    target = e.filename2 if getattr(e, "filename2", None) else e.filename
+    where = f" (writing {target})" if target else f" (run directory {run_dir})"
+    try:
+        good = list_checkpoints(run_dir)[0]
+    except (CheckpointError, OSError):
+        good = []
+    kept = good[-1].name if good else "(none yet)"
+    return (f"{'disk quota exceeded' if e.errno == errno.EDQUOT else 'no space left on the device'}"
+            f"{where}; newest checkpoint {kept} kept; free space, then launch again "
+            "(train.resume=auto continues from it)")
+
+
 @record  # torchrun prints this rank's traceback in its failure summary
 def main(argv: list[str] | None = None) -> int:
+    startup.mark("interpreter and imports")
     args = parse_args(argv)
     default = args.config is None
     try:
@@ -90,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         from infogan_dist.preflight import preflight
 
         index = preflight(cfg)
+        startup.mark("checks")
     except (ConfigError, ShardError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         record_for_launcher(f"{type(e).__name__}: {e}")
@@ -97,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from infogan_dist import runlock
     from infogan_dist.trainer import Trainer
 
+    startup.mark("trainer imports")
     lock = None
     try:
         if int(os.environ.get("RANK", "0")) == 0:  # the main process holds the run lock
@@ -113,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailed as e:  # diverged past train.nonfinite, or a full disk
         print(f"error: {e}", file=sys.stderr, flush=True)
         record_for_launcher(f"{type(e).__name__}: {e}")
+        return 1
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        message = disk_full_message(e, cfg.run_dir)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        record_for_launcher(f"OSError: {message}")
         return 1
     except RuntimeError as e:
         text = " ".join(str(e).split())
@@ -133,4 +163,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    finally:
+        # Leaving the interpreter collects every object the imports made (torch and the
+        # rest: millions), seconds of CPU during which a failed rank's peers wait for its
+        # sockets to close and torchrun for its exit before a restart. Nothing left needs
+        # collecting: frozen objects are skipped by that last collection (atexit still runs).
+        gc.freeze()
+    sys.exit(code)

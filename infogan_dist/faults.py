@@ -24,6 +24,13 @@ agent restarts its workers without counting a restart (they see 0 again), and th
 ranks may move between nodes. INFOGAN_FAULT_ONCE=<path> makes raise, kill, kill_in_save
 and hang fire once per job: the rank that fires creates <path> first (O_EXCL), and no
 process fires once it exists (a path all machines see).
+
+INFOGAN_FAULT_FILE=<path> arms faults in a job that is already running (the soak,
+benchmarks/soak.py, does): while <path> exists it holds `<what>:<rank>:<step>` (what:
+raise, kill, kill_in_save or hang; step: a number or `*` for the next one). The first
+process of that rank to reach the fault's site renames the file to `<path>.fired`
+(atomic: of two claimants one wins) and fires; the file is gone, so the fault fires
+once, whatever the restart count. Cost when set: one stat per step and save.
 """
 
 from __future__ import annotations
@@ -61,13 +68,35 @@ def _first_in_job() -> bool:
 _SITES = {"raise": "step", "kill": "step", "hang": "step", "kill_in_save": "save"}
 
 
+def _armed(where: str, rank: int, step: int) -> str | None:
+    """The fault armed in INFOGAN_FAULT_FILE for this site, rank and step, claimed."""
+    path = os.environ.get("INFOGAN_FAULT_FILE")
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            what, want_rank, want_step = f.read().strip().split(":")
+    except (OSError, ValueError):
+        return None  # being written, or claimed meanwhile: look again at the next site
+    if (_SITES.get(what) != where or want_rank != str(rank)
+            or want_step not in ("*", str(step))):
+        return None
+    try:
+        os.rename(path, path + ".fired")  # the claim: one process wins
+    except FileNotFoundError:
+        return None
+    return what
+
+
 def inject(where: str, rank: int, step: int) -> None:
-    spec = _spec()
-    if spec is None or spec[1] != rank or spec[2] != step:
-        return
-    what = spec[0]
-    if _SITES.get(what) != where or not _first_in_job():
-        return
+    what = _armed(where, rank, step)
+    if what is None:
+        spec = _spec()
+        if spec is None or spec[1] != rank or spec[2] != step:
+            return
+        what = spec[0]
+        if _SITES.get(what) != where or not _first_in_job():
+            return
     if what == "raise":
         raise RuntimeError(f"injected fault (INFOGAN_FAULT) on rank {rank} at step {step}")
     if what == "hang":

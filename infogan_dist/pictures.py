@@ -91,15 +91,28 @@ def save_grid(images: torch.Tensor, fp: str | Path | BinaryIO, nrow: int, paddin
     Image.fromarray(grid_pixels(images, nrow, padding).numpy()).save(fp, format=format)
 
 
+TMP_MARK = ".tmp-"  # save_png's temporary files: .<name>.tmp-<pid>
+
+
 def save_png(images: torch.Tensor, path: Path, nrow: int = 10) -> None:
     """A grid PNG, written to a temporary file beside `path` and renamed over it, so an
-    interrupted run (a signal, a kill) never leaves a partial picture under the real name."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    interrupted run (a signal, a kill) never leaves a partial picture under the real name.
+    A kill between the two leaves the temporary file: `clean_stale_tmp` at the next start."""
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         save_grid(images, tmp, nrow=nrow, padding=1, format="PNG")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def clean_stale_tmp(samples: Path) -> list[Path]:
+    """Main process, at start: the temporary files of pictures whose writer was killed
+    (one training per run directory, so no live writer owns them)."""
+    stale = sorted(samples.glob(f".*.png{TMP_MARK}*")) if samples.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_pictures(G: nn.Module, space: LatentSpace, seed: int, out: Path) -> list[Path]:

@@ -72,11 +72,24 @@ STOP_FILE_POLL_S = 1.0  # seconds between looks for the STOP file (a stat each)
 
 
 def _process_start_time() -> float:
-    """Wall-clock start of this process (a STOP file written after it is a live request)."""
+    """Wall-clock start of this process."""
     try:
         return psutil.Process().create_time()
     except psutil.Error:
         return time.time()
+
+
+def _segment_start_time() -> float:
+    """Wall-clock start of this segment of the run: the launcher's under a launcher, else
+    this process's. A STOP file written after it is a live request. The launcher outlives
+    torchrun's in-job restarts: a STOP written between a dead rank 0 and its successor
+    was meant for this job, and is no leftover of an earlier one."""
+    if under_launcher():
+        try:
+            return psutil.Process(_PARENT_AT_IMPORT).create_time()
+        except psutil.Error:
+            pass
+    return _process_start_time()
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -134,10 +147,11 @@ class StopRequest:
             self.stop_file.unlink(missing_ok=True)
 
     def clear_stale_file(self) -> None:
-        """At start: drop a STOP left by an earlier segment, but keep one written while
-        this process was starting (Slurm's USR1 can arrive during start-up)."""
+        """At start: drop a STOP left by an earlier segment, but keep one written since
+        this segment's launcher started: while this process was starting (Slurm's USR1
+        can arrive during start-up), or while torchrun restarted the workers."""
         if self.is_main and self.stop_file.exists():
-            if self.stop_file.stat().st_mtime < _process_start_time() - 1:
+            if self.stop_file.stat().st_mtime < _segment_start_time() - 1:
                 self.stop_file.unlink(missing_ok=True)
 
 

@@ -27,7 +27,9 @@ import math
 import netrc
 import os
 import secrets
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ class Tracker:
         self.path = run_dir / "metrics.jsonl"
         self.global_batch = cfg.train.global_batch_size
         self.wandb_mode = wandb_mode_for(cfg.log.wandb)
+        self.wandb_broken = ""  # why W&B was left off in this segment ("" = it works)
         self.acc: Any = None  # the Accelerator, from start()
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0  # steps added since the last flush
@@ -74,17 +77,44 @@ class Tracker:
             )
         self.t0 = time.perf_counter()
 
+    def _to_wandb(self, what: str, call: Callable[[], object]) -> None:
+        """A W&B call after the start, which must not cost the training: W&B runs a
+        service process of its own, which a preemption signals with every other process
+        of the job (Slurm signals them all) and a full disk or a crash can end; its next
+        call then raises (ConnectionResetError, OSError). metrics.jsonl is the record: the
+        first failure leaves W&B off for the rest of this segment, said in one line."""
+        if self.wandb_broken:
+            return
+        try:
+            call()
+        except Exception as e:
+            self.wandb_broken = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            self.acc.trackers = [t for t in self.acc.trackers if t.name != "wandb"]
+            print(f"warning: W&B failed while {what} ({self.wandb_broken}); metrics.jsonl "
+                  "and the checkpoints go on, W&B is off until the next launch",
+                  file=sys.stderr, flush=True)
+            import wandb
+
+            try:  # drops W&B's exit hook first, which would meet the same dead service
+                wandb.teardown()
+            except Exception:
+                pass
+
     def images(self, step: int, paths: list[Path]) -> None:
         """Traversal pictures (main process) to W&B, keyed samples/<grid>."""
-        if not self.wandb_mode or not self.acc.is_main_process:
+        if not self.wandb_mode or not self.acc.is_main_process or self.wandb_broken:
             return
         import wandb
 
         run = self.acc.get_tracker("wandb", unwrap=True)
-        run.log({f"samples/{p.stem.split('-')[-1] if '-c' in p.stem else 'categories'}":
-                 wandb.Image(str(p)) for p in paths}, step=step)
+        self._to_wandb("logging pictures", lambda: run.log(
+            {f"samples/{p.stem.split('-')[-1] if '-c' in p.stem else 'categories'}":
+             wandb.Image(str(p)) for p in paths}, step=step))
 
     def end(self) -> None:
+        if self.wandb_mode and self.acc.is_main_process:
+            self._to_wandb("finishing its run", lambda: [t.finish() for t in self.acc.trackers])
+            self.acc.trackers = []  # finished (or gone): end_training must not finish again
         self.acc.end_training()
 
     def _truncate(self, step: int) -> None:
@@ -141,7 +171,8 @@ class Tracker:
             row = {k: None if k in bad else v for k, v in values.items()}
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": step, **row}, allow_nan=False) + "\n")
-            self.acc.log(values, step=step)
+            if self.wandb_mode:
+                self._to_wandb("logging metrics", lambda: self.acc.log(values, step=step))
         if bad:  # the values were reduced over ranks: every rank raises here
             raise Diverged(f"non-finite {', '.join(bad)} in the steps up to {step}")
         return values

@@ -34,7 +34,7 @@ from accelerate.utils import (
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from . import augment, faults, ranks, speed
+from . import augment, faults, ranks, speed, startup
 from .checkpoint import (
     STATE_FILE,
     CheckpointError,
@@ -53,7 +53,7 @@ from .fid import FidEvaluator
 from .guard import ROLLBACK_BUDGET, Diverged, TrainingFailed
 from .latent import LatentSpace
 from .models import build_models
-from .pictures import save_pictures
+from .pictures import clean_stale_tmp, save_pictures
 from .scores import METRICS, EvalInputs
 from .stop import StopRequest
 from .tracking import Tracker
@@ -82,6 +82,7 @@ class Trainer:
             ],
             **self.tracker.accelerator_kwargs(),
         )
+        startup.mark("process group")  # every rank joined: waits for the slowest
         self.rank, self.world_size = self.acc.process_index, self.acc.num_processes
         self.device = self.acc.device
         self.local_batch = cfg.batch_per_rank(self.world_size)
@@ -105,6 +106,7 @@ class Trainer:
         # from the converted G: same module classes and state names (plain BN in eval)
         self.ema = EMA(self.G_raw, cfg.model.ema_half_life_images, cfg.model.ema_rampup,
                        cfg.train.global_batch_size)
+        startup.mark("models")
 
         self.source = open_source(
             cfg.data, index, rank=self.rank, world_size=self.world_size,
@@ -153,9 +155,15 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             self.stop.clear_stale_file()
+            for stale in clean_stale_tmp(self.run_dir / "samples"):
+                print(f"warning: removed the remains of an interrupted picture: {stale}",
+                      flush=True)
         self.checkpoints.start()
         self.acc.wait_for_everyone()
+        startup.mark("data")
         path = self.checkpoints.resume(self.cfg.train.resume)
+        startup.mark("checkpoint")
+        ranks.print0(startup.summary())
         if path is not None:
             self.checkpoints.set_aside_newer(self.state.step)
             ranks.print0(f"resumed from {path} at step {self.state.step}")

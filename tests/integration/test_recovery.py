@@ -377,3 +377,47 @@ def test_full_disk_during_a_save_is_one_line(shards, tmp_path):
         assert all_finite(step_dir(disk / "full", N))
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_full_disk_outside_a_save_is_one_line(shards, tmp_path):
+    """The disk fills between saves, so a picture (or a metrics row, or W&B's copy of a
+    picture) meets it first, not the checkpoint save that handles it itself: one line,
+    exit 1, no traceback, the checkpoint kept; once space is freed the run continues."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], check=True)
+    try:
+        run = disk / "full"
+        assert plain(*opts(shards, disk, "full", f"train.max_steps={N}")).returncode == 0
+        ballast = disk / "ballast"
+        st = os.statvfs(disk)
+        with open(ballast, "wb") as f:  # 16 KiB left: the run's small files, not a picture
+            os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - (16 << 10))
+        r = plain(*opts(shards, disk, "full", f"train.max_steps={2 * N}", "log.images_every=2"))
+        assert r.returncode == 1, out(r)[-3000:]
+        line = one_error_line(r)
+        assert line.startswith("error: no space left on the device ("), line
+        assert line.endswith(f"; newest checkpoint step-{N:08d} kept; free space, then launch "
+                             "again (train.resume=auto continues from it)"), line
+        assert listing(run) == [f"step-{N:08d}"] and all_finite(step_dir(run, N))
+        ballast.unlink()
+        r = plain(*opts(shards, disk, "full", f"train.max_steps={2 * N}", "log.images_every=2"))
+        assert r.returncode == 0, out(r)[-3000:]
+        assert f"resumed from {step_dir(run, N)} at step {N}" in out(r)
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_the_remains_of_a_killed_picture_are_removed_at_start(shards, tmp_path):
+    """A picture is written to `.<name>.tmp-<pid>` and renamed: a SIGKILL between the two
+    (the soak killed rank 0 there) left the temporary file for good. The next start
+    removes it, as it removes an interrupted checkpoint's `.tmp-step-N`."""
+    common = opts(shards, tmp_path, "pics")
+    assert plain(*common, f"train.max_steps={N}").returncode == 0
+    samples = tmp_path / "pics" / "samples"
+    left = samples / f".step-{N:08d}-c2.png.tmp-999999"  # as a killed writer leaves it
+    left.write_bytes(b"\x89PNG half a picture")
+    r = plain(*common, f"train.max_steps={2 * N}")
+    assert r.returncode == 0, out(r)[-3000:]
+    assert f"warning: removed the remains of an interrupted picture: {left}" in out(r)
+    assert not [p.name for p in samples.iterdir() if p.name.startswith(".")]

@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -511,3 +512,89 @@ def test_a_dead_output_reader_does_not_cost_the_stop_checkpoint(shards, tmp_path
     ck = run / "checkpoints" / f"step-{S:08d}"
     assert (ck / "COMPLETE").is_file(), sorted((run / "checkpoints").iterdir())
     assert json.loads((ck / "train_state.json").read_text())["step"] == S
+
+
+# Rank 1 of the first attempt writes STOP and dies at step 15, in one go: the stop request
+# is then outstanding when torchrun starts the workers again (rank 0 cannot finish a stop
+# without rank 1, so it cannot have taken the file away either). The file is dated 5 s
+# back: a restart that took that long after it (two machines, a slow exit), where on one
+# idle machine the new rank 0 may start within the second the old check tolerated.
+STOP_THEN_DIE = """\
+import os, pathlib, runpy, signal, sys, time
+from infogan_dist import faults
+inject = faults.inject
+
+def stop_then_die(where, rank, step):
+    if (where, rank, step) == ("step", 1, 15) and \\
+            os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        stop = pathlib.Path(os.environ["STOP_FILE"])
+        stop.touch()
+        os.utime(stop, (time.time() - 5, time.time() - 5))
+        os.kill(os.getpid(), signal.SIGKILL)
+    inject(where, rank, step)
+
+faults.inject = stop_then_die
+sys.path.insert(0, {root!r})
+sys.argv[0] = {train!r}
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.integration
+def test_a_stop_file_written_during_an_in_job_restart_is_honoured(shards, tmp_path):
+    """A STOP written while torchrun restarts the workers (the soak's STOP striking the
+    recovery of a dead rank; a Slurm USR1 arriving then) is for this job: the restarted
+    rank 0 stops with a checkpoint instead of dropping it as a leftover of an earlier
+    segment, which it is only when older than the launcher."""
+    run = tmp_path / "stop"
+    worker = tmp_path / "worker.py"
+    worker.write_text(STOP_THEN_DIE.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    cmd = train_cmd(LAUNCH, SMOKE, *opts(shards, tmp_path, "train.max_steps=40",
+                                         "checkpoint.every=10", "dist.timeout_s=20"),
+                    extra_launch=("--max_restarts", "1", "--monitor_interval", "0.5"))
+    cmd[cmd.index(str(ROOT / "train.py"))] = str(worker)
+    env = signal_env() | {"STOP_FILE": str(run / "STOP")}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=DEADLINE_S)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-4000:]
+    assert f"resumed from {run / 'checkpoints' / f'step-{10:08d}'} at step 10" in log
+    steps = [m["step"] for m in metrics(run)]
+    S = steps[-1]
+    assert f"stopped (stop file {run / 'STOP'}) at step {S}" in log, log[-3000:]
+    assert S < 40 and steps == list(range(1, S + 1))
+    assert (run / "checkpoints" / f"step-{S:08d}" / "COMPLETE").is_file()
+    assert not (run / "STOP").exists()
+
+
+@pytest.mark.integration
+def test_a_preemption_that_ends_the_wandb_service_still_stops_with_a_checkpoint(shards,
+                                                                              tmp_path):
+    """Slurm preempts by signalling every process of the job, W&B's service process
+    (wandb-core, a child of rank 0) too, which then drops its connection to the trainer
+    at once: in the soak, the stop's last metrics row went to a dead W&B, a traceback, no
+    stop checkpoint. Here the service is killed outright before the trainer's SIGTERM (the
+    same dead connection, in a fixed order): training must still stop with its
+    checkpoint, W&B left off with one warning."""
+    run = tmp_path / "stop"
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / SMOKE),
+           *opts(shards, tmp_path, "train.max_steps=100000", "checkpoint.every=100000",
+                 "log.wandb=offline")]
+    log = tmp_path / "train.log"
+    with launched(cmd, signal_env(), log) as (proc, seen):
+        poll(lambda: last_step(run) >= 2, "two steps", proc, log)
+        service = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if p.name() == "wandb-core"]
+        assert len(service) == 1, psutil.Process(proc.pid).children(recursive=True)
+        seen += service
+        service[0].kill()
+        wait_gone(service, 60)  # a zombie until the trainer reaps it
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=DEADLINE_S)
+    text = log.read_text()
+    assert rc == 0 and "Traceback" not in text, text[-4000:]
+    assert text.count("warning: W&B failed while ") == 1, text[-3000:]
+    steps = [m["step"] for m in metrics(run)]
+    S = steps[-1]
+    assert f"stopped (SIGTERM) at step {S}" in text and steps == list(range(1, S + 1))
+    assert (run / "checkpoints" / f"step-{S:08d}" / "COMPLETE").is_file()

@@ -110,3 +110,23 @@ def test_shared_scaler_skips_exactly_the_poisoned_optimizer_and_halves_the_scale
     # the skipped D step left Adam's step count behind G's
     assert d_opt.state[next(iter(d.parameters()))]["step"].item() == 2
     assert g_opt.state[next(iter(g.parameters()))]["step"].item() == 3
+
+
+def test_a_fault_armed_in_the_fault_file_fires_once_on_its_rank_and_site(monkeypatch, tmp_path):
+    """INFOGAN_FAULT_FILE (the soak arms faults in a running job with it): the matching
+    rank and site claim the file (renamed .fired) and fire; nothing fires after that."""
+    armed = tmp_path / "fault"
+    monkeypatch.setenv("INFOGAN_FAULT_FILE", str(armed))
+    monkeypatch.delenv("INFOGAN_FAULT", raising=False)
+    armed.write_text("raise:1:*\n")
+    faults.inject("step", 0, 7)  # another rank
+    faults.inject("save", 1, 7)  # another site
+    assert armed.exists()
+    with pytest.raises(RuntimeError, match="on rank 1 at step 7"):
+        faults.inject("step", 1, 7)
+    assert not armed.exists() and (tmp_path / "fault.fired").exists()
+    faults.inject("step", 1, 8)  # claimed: fires no more
+    armed.write_text("raise:1:9\n")
+    faults.inject("step", 1, 8)  # another step
+    with pytest.raises(RuntimeError):
+        faults.inject("step", 1, 9)
