@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import faults, ranks
+from . import faults, ranks, runlock
 from .config import (
     CheckpointConfig,
     Config,
@@ -426,6 +426,7 @@ class CheckpointManager:
         self.before_save()
         tmp = checkpoints_root(self.run_dir) / f"{TMP_PREFIX}{step:08d}"
         if self.main:
+            runlock.ensure_held()  # another training owns the run directory: write nothing
             tmp.mkdir(parents=True)  # start-up removed any .tmp left by a crash
         self.acc.wait_for_everyone()
         full = None
@@ -455,6 +456,7 @@ class CheckpointManager:
                 part.save(tmp / part.name)
         self.acc.wait_for_everyone()  # every rank's files are on disk
         if self.main:
+            runlock.ensure_held()  # nor rename or prune checkpoints beside another writer
             final = finalize(self.run_dir, tmp, step, self.cfg.keep, self.cfg.keep_every)
             if self.cfg.keep_best:
                 keep_best(self.run_dir, final, step, self.cfg.keep_best,

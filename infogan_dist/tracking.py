@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from . import runlock
 from .config import Config
 from .guard import Diverged
 
@@ -103,6 +104,7 @@ class Tracker:
         self.sums, self.steps = {}, 0
         self.t0 = time.perf_counter()
         if self.acc.is_main_process:
+            runlock.ensure_held()
             self._truncate(step)
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": step, "event": "rollback", **event},
@@ -138,6 +140,7 @@ class Tracker:
         self.t0 = time.perf_counter()
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if self.acc.is_main_process:
+            runlock.ensure_held()  # another training owns the run directory: not a row more
             row = {k: None if k in bad else v for k, v in values.items()}
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": step, **row}, allow_nan=False) + "\n")

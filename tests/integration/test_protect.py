@@ -216,3 +216,40 @@ def test_a_live_run_dir_is_refused_before_anything_is_touched(shards, tmp_path):
         if holder.poll() is None:
             holder.kill()
         holder.wait(timeout=60)
+
+
+def test_deleting_a_live_runs_lock_lets_no_second_training_in(shards, tmp_path):
+    """Issue 29: the lock file of a live training is deleted. A second training on the
+    run directory is still refused (the holder's flock on the directory), the first
+    writes its lock again and trains on: every step once in metrics.jsonl."""
+    import time
+
+    run = tmp_path / "r"
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / SMOKE),
+         f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=r",
+         "train.max_steps=100000", "log.every=1", "log.images_every=0",
+         "checkpoint.every=20"], cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 240
+        while not ((run / "metrics.jsonl").exists() and len(metrics(run)) >= 2):
+            assert first.poll() is None and time.monotonic() < end, first.communicate()
+            time.sleep(0.1)  # polling the run's progress, not a synchronisation
+        (run / "train.lock").unlink()
+        r = train_py(f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=r",
+                     "train.max_steps=5")  # were it let in, it would end at once
+        assert_one_line_error(r, f"error: run directory {run} is in use by another training "
+                                 f"(host ")
+        assert f"pid {first.pid}, started " in r.stderr
+        (run / "STOP").touch()
+        out, err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, err[-4000:]
+    assert f"warning: the run lock {run / 'train.lock'} was removed while this training" in err
+    steps = [m["step"] for m in metrics(run)]
+    assert steps == list(range(1, len(steps) + 1)), steps
+    assert not (run / "train.lock").exists()
