@@ -37,10 +37,14 @@ from typing import Any
 import torch
 
 from .checkpoint import check_files, load_for_inference, read_config, read_holds
+from .config.schema import MAX_FID_SAMPLES
 from .data import remote
 from .data.labelled import eval_shards, load_labelled
 from .latent import LatentSpace
 from .scores import EVAL_SAMPLES, score_codes
+
+# fresh latents for MI / MSE are drawn at once: a bound keeps that in memory (1e6: ~0.3 GB)
+MAX_SAMPLES = 1_000_000
 
 
 def pick_device(name: str) -> torch.device:
@@ -96,13 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    if args.samples < 1:
-        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise ValueError(f"--samples must be 1..{MAX_SAMPLES}, got {args.samples}")
     if args.fid and not args.features:
         raise ValueError("--fid needs --features DIR (from `infogan train-features`) or "
                          "--features inception --inception-weights FILE")
-    if args.fid_samples < 2:
-        raise ValueError(f"--fid-samples must be >= 2, got {args.fid_samples}")
+    if not 2 <= args.fid_samples <= MAX_FID_SAMPLES:
+        raise ValueError(f"--fid-samples must be 2..{MAX_FID_SAMPLES} (every feature is kept "
+                         f"in memory), got {args.fid_samples}")
     device = pick_device(args.device)
     path = Path(args.checkpoint)
     check_files(path)  # a bad checkpoint fails before any data is decoded

@@ -4,6 +4,7 @@ second and a one-line error (exit 2), not a hung or half-started distributed job
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -34,8 +35,44 @@ def check_not_a_file(key: str, spec: str) -> None:
         )
 
 
+# the longest path the trainer writes below the run directory, with room to spare
+# (checkpoints/.tmp-step-00000000/optimizer_2.bin, wandb/offline-run-.../files/...)
+DEEPEST_S = 160
+
+
+def check_run_dir(cfg: Config) -> None:
+    """ConfigError unless the run directory exists and is writable, or can be created:
+    on a read-only file system, under a file, without permission or with a path too long,
+    the first write would be a traceback, after the process group started."""
+    run_dir = Path(os.path.abspath(cfg.run_dir))
+    where = f"run directory {cfg.run_dir} (run.output_dir={cfg.run.output_dir}, run.name=" \
+            f"{cfg.run.name})"
+    fix = "set run.output_dir to a writable directory"
+    limit = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+    if len(os.fsencode(run_dir)) + DEEPEST_S > limit:
+        raise ConfigError(f"{where}: the path is {len(os.fsencode(run_dir))} bytes, too long "
+                          f"for the files below it (at most {limit - DEEPEST_S}); {fix}")
+    try:
+        probe = run_dir
+        while not os.path.lexists(probe):
+            probe = probe.parent
+        if probe == run_dir and not probe.is_dir():
+            return  # the run directory itself a file or link: checkpoint.readable_root says so
+        if not probe.is_dir():
+            what = "a dangling link" if probe.is_symlink() else "a file"
+            raise ConfigError(f"{where}: {probe} is {what}, not a directory; {fix}")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            readonly = os.statvfs(probe).f_flag & os.ST_RDONLY
+            why = (f"{probe} is on a read-only file system" if readonly
+                   else f"no permission to write in {probe}")
+            raise ConfigError(f"{where} cannot be written: {why}; {fix}")
+    except OSError as e:  # e.g. a component longer than the file system allows
+        raise ConfigError(f"{where}: {e.strerror}; {fix}") from None
+
+
 def preflight(cfg: Config) -> ShardIndex:
     cfg.check_world_size(launched_world_size())
+    check_run_dir(cfg)
     check_not_a_file("data.shards", str(cfg.data.shards))
     if cfg.data.eval_shards:
         check_not_a_file("data.eval_shards", str(cfg.data.eval_shards))

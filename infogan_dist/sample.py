@@ -32,6 +32,10 @@ from .pictures import _render
 
 SAMPLE_KEY = 0x5A31
 SUFFIXES = (".png", ".jpg", ".jpeg")
+# The grid is made in one piece (latents, images and the picture in memory): beyond this
+# it is no longer a picture one can look at, and memory grows with it (--n 100000000
+# would take tens of GB); more images are more runs (--seed).
+MAX_IMAGES = 10_000
 
 
 def _codes_text(space: LatentSpace) -> str:
@@ -144,7 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fix a code for every image: c1=3 (class) or c2=0.5 (value); repeatable")
     p.add_argument("--sweep", action="append", default=[], metavar="CODE=A:B:STEPS",
                    help="sweep a continuous code over the columns, e.g. c2=-2:2:10 (once)")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--n", type=int, default=64,
+                   help=f"number of images (default 64, at most {MAX_IMAGES})")
     p.add_argument("--nrow", type=int, default=None,
                    help="images per row (default: ceil(sqrt(n)); STEPS with --sweep)")
     p.add_argument("--seed", type=int, default=None, help="latent seed (default: run.seed)")
@@ -159,8 +164,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in SUFFIXES:
         raise ValueError(f"--out {out}: use a .png or .jpg file name")
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if not 1 <= args.n <= MAX_IMAGES:
+        raise ValueError(f"--n must be 1..{MAX_IMAGES} images (one grid picture), got "
+                         f"{args.n}; for more images run it again with another --seed")
     if args.nrow is not None and args.nrow < 1:
         raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
     if len(args.sweep) > 1:

@@ -94,6 +94,33 @@ def test_sample_fix_and_sweep_and_bad_fix(checkpoint, tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
+def capped(cmd: list[str], gb: int = 6) -> subprocess.CompletedProcess:
+    """run_fail with the address space capped: a command that would grow without bound
+    fails fast (MemoryError) instead of taking the machine's memory."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (gb << 30, gb << 30))
+
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env=launch_env(), preexec_fn=cap)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sample", "--n", "100000000"], "--n must be 1..10000 images"),
+    (["eval", "--samples", "1000000000", "--no-pictures"], "--samples must be 1..1000000,"),
+    (["eval", "--fid", "--features", "inception", "--fid-samples", "100000000"],
+     "--fid-samples must be 2..200000"),
+])
+def test_huge_counts_are_refused_in_one_line(checkpoint, tmp_path, args, needle):
+    """Issue 29: counts that would grow memory without bound end with one line (exit 2)
+    before anything is made; the cap turns a regression into a fast MemoryError."""
+    out = ["--out", str(tmp_path / "g.png")] if args[0] == "sample" else []
+    r = capped([INFOGAN, args[0], "--checkpoint", str(checkpoint), *out, *args[1:]])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr[-3000:]
+
+
 # Measured (configs/smoke.yaml, 512 digits, 100 steps, seeds 0 and 1): with the info
 # step, logged mi/c1 goes from 0.013 / 0.001 at step 10 to 0.184 / 0.250 at step 100
 # (mean of steps 90-100: 0.17 / 0.21); with loss.lambda_cat=0 (the info step cannot move

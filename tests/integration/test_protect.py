@@ -253,3 +253,19 @@ def test_deleting_a_live_runs_lock_lets_no_second_training_in(shards, tmp_path):
     steps = [m["step"] for m in metrics(run)]
     assert steps == list(range(1, len(steps) + 1)), steps
     assert not (run / "train.lock").exists()
+
+
+def test_run_dir_on_a_read_only_file_system_is_one_line(shards, tmp_path):
+    """Issue 29: refused by preflight (exit 2, one line) before any process group; was a
+    traceback at the lock's mkdir. Also a run.name too long for a file name."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        r = train_py(f"data.shards={shards}", f"run.output_dir={ro / 'runs'}", "run.name=r")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert_one_line_error(r, f"error: run directory {ro / 'runs' / 'r'} (run.output_dir=")
+    assert f"cannot be written: {ro} is on a read-only file system; set run.output_dir" in r.stderr
+    r = train_py(f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=" + "n" * 256)
+    assert_one_line_error(r, "error: config key run.name: bad value 'nnnn")

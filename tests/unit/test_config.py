@@ -33,6 +33,10 @@ def test_overrides_are_typed():
     ("latent.categorical=[1]", ["latent.categorical", ">= 2"]),
     ("optim.betas=[0.5]", ["optim.betas"]),
     ("loss.q_augment=-1", ["loss.q_augment", ">= 0"]),
+    # issue 29: hostile names and counts, refused before anything is made
+    ("run.name=" + "x" * 300, ["run.name", "at most 200 bytes", "300 characters"]),
+    ("run.name=..", ["run.name", "not . or .."]),
+    ("eval.fid_samples=100000000", ["eval.fid_samples", "2..200000"]),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError) as e:
