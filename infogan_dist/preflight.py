@@ -70,8 +70,35 @@ def check_run_dir(cfg: Config) -> None:
         raise ConfigError(f"{where}: {e.strerror}; {fix}") from None
 
 
+def check_keep_best(cfg: Config) -> None:
+    """ConfigError when checkpoint.keep_best names an eval/ metric that none of the run's
+    evaluations reports (a code that does not exist, a metric not in log.eval_metrics):
+    it would keep nothing without a word. Metrics that do not declare their names
+    (Metric.names None) are not judged."""
+    best = cfg.checkpoint.keep_best
+    if not best.startswith("eval/"):
+        return
+    from .scores import METRICS
+
+    due = list(cfg.log.eval_metrics) if cfg.log.eval_every else []
+    if cfg.log.fid_every and "fid" not in due:
+        due.append("fid")
+    reported: list[str] = []
+    for name in due:
+        if METRICS[name].names is None:
+            return
+        reported += METRICS[name].names(cfg.latent)
+    if best not in reported:
+        raise ConfigError(
+            f"config key checkpoint.keep_best: bad value {best!r}; the evaluations of this "
+            f"run ({', '.join(due) or 'none'}) report only {', '.join(reported) or 'nothing'}"
+            " (a code of latent.categorical/continuous, or a metric added to "
+            "log.eval_metrics)")
+
+
 def preflight(cfg: Config) -> ShardIndex:
     cfg.check_world_size(launched_world_size())
+    check_keep_best(cfg)
     check_run_dir(cfg)
     check_not_a_file("data.shards", str(cfg.data.shards))
     if cfg.data.eval_shards:
@@ -100,6 +127,15 @@ def preflight(cfg: Config) -> ShardIndex:
                 f"log.eval_every={cfg.log.eval_every} needs labelled shards, but {eval_spec} "
                 "has no labels; set data.eval_shards to labelled shards or log.eval_every=0"
             )
+    if cfg.eval.features:  # FID weights found bad at the first FID step lose the training
+        from .features import check_features
+
+        key = ("eval.inception_weights" if cfg.eval.features == "inception"
+               else "eval.features")
+        try:
+            check_features(cfg.eval.features, cfg.eval.inception_weights)
+        except ValueError as e:
+            raise ConfigError(f"{key}={getattr(cfg.eval, key.split('.')[1])}: {e}") from None
     path, _ = ckpt.find_resume(cfg.run_dir, cfg.train.resume)
     if path is not None:
         conflicts = ckpt.resume_conflicts(path, cfg)

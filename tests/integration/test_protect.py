@@ -269,3 +269,26 @@ def test_run_dir_on_a_read_only_file_system_is_one_line(shards, tmp_path):
     assert f"cannot be written: {ro} is on a read-only file system; set run.output_dir" in r.stderr
     r = train_py(f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=" + "n" * 256)
     assert_one_line_error(r, "error: config key run.name: bad value 'nnnn")
+
+
+@pytest.mark.parametrize("weights, needle", [
+    ("text", "not a safetensors weights file"),
+    ("other", "not the weights of the FID Inception-v3"),
+])
+def test_bad_inception_weights_are_found_before_training(shards, tmp_path, weights, needle):
+    """Issue 29: eval.inception_weights that is not the Inception's weights file was
+    found at the first FID step, after the training it then lost; now preflight reads
+    its header: one line, exit 2, no run directory."""
+    path = tmp_path / "inception.safetensors"
+    if weights == "text":
+        path.write_text("not weights\n")
+    else:
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"fc.weight": torch.zeros(2, 2)}, str(path))
+    r = train_py(f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=r",
+                 "log.fid_every=10", "eval.features=inception",
+                 f"eval.inception_weights={path}", "eval.fid_samples=16")
+    assert_one_line_error(r, f"error: eval.inception_weights={path}: {path}: {needle}")
+    assert not (tmp_path / "r").exists()
