@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # gloo's words when the other end of a collective went away (compared in lower case)
 PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe")
+# ... and when a collective waited past dist.timeout_s (a blocking call says "timed out
+# waiting Nms", the wait() of an asynchronous one "application timeout caused pair
+# closure"; the store of a rendezvous "timed out after")
+TIMED_OUT = ("timed out waiting", "application timeout caused pair closure", "timed out after")
 
 
 def record_for_launcher(message: str) -> None:
@@ -115,16 +119,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except RuntimeError as e:
         text = " ".join(str(e).split())
-        if not any(s in text.lower() for s in PEER_GONE):
-            raise
-        # Another rank ended (its own error, e.g. a bad shard, is printed above) while
-        # this one waited in a collective: one line, not a second traceback.
-        gone = text[min(text.lower().find(s) for s in PEER_GONE if s in text.lower()):]
-        gone = gone.split(". ")[0]
-        print(f"error: rank {os.environ.get('RANK', '0')}: another rank ended while this one "
-              f"waited for it (gloo: {gone}); the cause is that rank's error",
-              file=sys.stderr, flush=True)
-        return 1
+        low, rank = text.lower(), os.environ.get("RANK", "0")
+        if any(s in low for s in PEER_GONE):
+            # Another rank ended (its own error, e.g. a bad shard, is printed above) while
+            # this one waited in a collective: one line, not a second traceback.
+            gone = text[min(low.find(s) for s in PEER_GONE if s in low):].split(". ")[0]
+            print(f"error: rank {rank}: another rank ended while this one waited for it "
+                  f"(gloo: {gone}); the cause is that rank's error", file=sys.stderr, flush=True)
+            return 1
+        if any(s in low for s in TIMED_OUT):
+            # A rank is stuck (or far slower): this one waited dist.timeout_s for it.
+            said = text[min(low.find(s) for s in TIMED_OUT if s in low):].split(". ")[0]
+            message = (
+                f"rank {rank}: a collective waited longer than dist.timeout_s="
+                f"{cfg.dist.timeout_s} s for another rank ({said}); that rank is hung or far "
+                "slower (a stuck data read or file system, an overloaded machine): see its "
+                "output; then launch again (train.resume=auto continues from the newest "
+                "checkpoint), with a larger dist.timeout_s if the ranks are only slow")
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            record_for_launcher(f"CollectiveTimeout: {message}")
+            return 1
+        raise
     finally:
         if lock is not None:
             lock.release()
