@@ -30,11 +30,12 @@ stop.install()  # SIGTERM/SIGINT/SIGUSR1 are stop requests from here on
 stop.watch_launcher()  # and so is the launcher going away
 console.keep_writing()  # and a reader of our output that went with it is no reason to die
 
-import yaml  # noqa: E402
 from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
 
+from infogan_dist import redact  # noqa: E402
 from infogan_dist.checkpoint import CheckpointError  # noqa: E402
 from infogan_dist.config import ConfigError, load_config  # noqa: E402
+from infogan_dist.config.load import dump_config  # noqa: E402
 from infogan_dist.data import ShardError  # noqa: E402
 from infogan_dist.guard import TrainingFailed  # noqa: E402
 
@@ -63,6 +64,14 @@ PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pi
 TIMED_OUT = ("timed out waiting", "application timeout caused pair closure", "timed out after")
 
 
+def report(e: BaseException | str, kind: str | None = None) -> None:
+    """The one `error:` line, on stderr and in torchrun's error file; URL credentials
+    masked (redact.py)."""
+    message = redact.text(str(e))
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    record_for_launcher(f"{kind or type(e).__name__}: {message}")
+
+
 def record_for_launcher(message: str) -> None:
     """Write our one-line error where torchrun looks for a worker's error
     ($TORCHELASTIC_ERROR_FILE, in the format of torch's ErrorHandler.record_exception),
@@ -82,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(Path(__file__).parent / DEFAULT_CONFIG if default else args.config,
                           args.overrides)
+        # What W&B (and anything else) records of the command line: credentials masked.
+        sys.argv[:] = [redact.text(a) for a in sys.argv]
         if args.dry_run:
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            print(dump_config(cfg), end="")
             return 0
         if default and not (Path(cfg.data.shards) / "index.json").exists():
             raise ConfigError(
@@ -94,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
         index = preflight(cfg)
     except (ConfigError, ShardError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        record_for_launcher(f"{type(e).__name__}: {e}")
+        report(e)
         return 2
     from infogan_dist import runlock
     from infogan_dist.trainer import Trainer
@@ -110,12 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         # streaming (stream mode, any step); one line naming shard and member.
         Trainer(cfg, index).fit()
     except (CheckpointError, ShardError, runlock.RunLockError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        record_for_launcher(f"{type(e).__name__}: {e}")
+        report(e)
         return 2
     except TrainingFailed as e:  # diverged past train.nonfinite, or a full disk
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        record_for_launcher(f"{type(e).__name__}: {e}")
+        report(e)
         return 1
     except RuntimeError as e:
         text = " ".join(str(e).split())
@@ -136,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 "slower (a stuck data read or file system, an overloaded machine): see its "
                 "output; then launch again (train.resume=auto continues from the newest "
                 "checkpoint), with a larger dist.timeout_s if the ranks are only slow")
-            print(f"error: {message}", file=sys.stderr, flush=True)
-            record_for_launcher(f"CollectiveTimeout: {message}")
+            report(message, "CollectiveTimeout")
             return 1
         raise
     finally:

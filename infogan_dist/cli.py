@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from . import redact
+
 # module path of each subcommand, in --help order
 SUBCOMMANDS = ["infogan_dist.data.prepare", "infogan_dist.evaluate", "infogan_dist.sample",
                "infogan_dist.features"]
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:
         # Our errors are one-line and name the file/key; no traceback for bad input.
-        print(f"infogan {args.command}: error: {e}", file=sys.stderr)
+        print(f"infogan {args.command}: error: {redact.text(str(e))}", file=sys.stderr)
         return 2
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from . import redact
 from .checkpoint import check_files, load_for_inference, read_config, read_holds
 from .config.schema import MAX_FID_SAMPLES
 from .data import remote
@@ -116,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     images = labels = None
     num_labels = None
     spec = args.data or eval_shards(cfg)
+    if redact.is_masked(spec):  # configs are written without secrets (redact.py)
+        raise ValueError(f"{path / 'config.yaml'} names the evaluation shards {spec}, whose "
+                         "credentials were masked when it was written; pass --data with the "
+                         "full URL")
     remote.configure(cfg.data)  # s3 endpoint, node cache, retry window of the run's config
     if latent.categorical:
         images, labels, num_labels = load_labelled(spec, args.limit)

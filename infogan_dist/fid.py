@@ -44,6 +44,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from . import redact
 from .features import FeatureNet
 from .latent import LatentSpace, keyed_generator
 
@@ -208,7 +209,8 @@ def write_cached(stats: FeatureStats, shards: str, identity: str, fallback: Path
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(tmp), metadata={"identity": identity, "shards": shards})
+            save_file(tensors, str(tmp), metadata={"identity": identity,
+                                                   "shards": redact.text(shards)})
             os.replace(tmp, path)
         except OSError as e:
             with contextlib.suppress(OSError):
@@ -242,7 +244,8 @@ def real_stats(shards: str, feats: FeatureNet, batch: int, device: torch.device 
         len(images), batch, lambda rows: to_float(images[rows]), feats, device))
     if rank == 0:
         where = write_cached(stats, shards, feats.identity, fallback)
-        print(f"FID: real statistics of {shards} ({len(images)} images) cached in {where}",
+        print(f"FID: real statistics of {redact.text(shards)} ({len(images)} images) cached "
+              f"in {where}",
               file=sys.stderr, flush=True)
     return stats
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from . import redact
 from .config import Config, ConfigError
 from .data import ShardIndex, read_index, remote
 from .data.shards import INDEX_NAME
@@ -96,8 +97,24 @@ def check_keep_best(cfg: Config) -> None:
             "log.eval_metrics)")
 
 
+def check_not_masked(cfg: Config) -> None:
+    """ConfigError when a URL of the config carries the mask that written configs put where
+    its credentials were (a run's config.yaml passed as --config): the real URL must come
+    from the command line or the config file of every launch."""
+    from .config.load import _flatten
+
+    keys = redact.masked_keys(_flatten(cfg.to_dict(), "config"))
+    if keys:
+        raise ConfigError(
+            f"config key {keys[0]}: its URL has credentials masked as {redact.MASK} (a config "
+            "written by a run, which never holds secrets); give the real URL on the command "
+            f"line ({keys[0]}=...) or in your own config file, e.g. from an environment "
+            "variable of the job")
+
+
 def preflight(cfg: Config) -> ShardIndex:
     cfg.check_world_size(launched_world_size())
+    check_not_masked(cfg)
     check_keep_best(cfg)
     check_run_dir(cfg)
     check_not_a_file("data.shards", str(cfg.data.shards))

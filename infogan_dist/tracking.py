@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from . import runlock
+from . import redact, runlock
 from .config import Config
 from .guard import Diverged
 
@@ -69,7 +69,7 @@ class Tracker:
                   f"{self.path.name} to {aside}", flush=True)
         if self.wandb_mode:
             accelerator.init_trackers(
-                self.cfg.log.project, config=self.cfg.to_dict(),
+                self.cfg.log.project, config=redact.tree(self.cfg.to_dict()),
                 init_kwargs={"wandb": wandb_kwargs(self.cfg, self.run_dir, self.wandb_mode,
                                                    accelerator.is_main_process)},
             )

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .. import redact
 from .schema import Config, ConfigError
 
 
@@ -173,5 +174,10 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     return cfg
 
 
+def dump_config(cfg: Config) -> str:
+    """The config as YAML, URL credentials masked (redact.py): what may be written or shown."""
+    return yaml.safe_dump(redact.tree(cfg.to_dict()), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    Path(path).write_text(dump_config(cfg))

@@ -525,3 +525,62 @@ def test_prepare_data_uploads_to_s3(shards, s3, tmp_path):
                        text=True, timeout=300, cwd=ROOT, env=env)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "only s3://" in r.stderr
+
+
+# --- secrets in URLs are never written (issue 29) ----------------------------------------
+
+URL_SECRETS = ("alicePw-7e1d93", "endpointPw-4b20c8", "querySig-c9a7f5")
+
+
+def _assert_no_secret(where: str, data: bytes) -> None:
+    for secret in URL_SECRETS:
+        assert secret.encode() not in data, f"{secret} in {where}"
+
+
+def test_a_password_in_a_shard_url_is_never_written(shards, http, tmp_path):
+    """data.shards with user:password, data.s3_endpoint_url with user info and a query
+    token: every file of the run directory (config.yaml, each checkpoint's copy, metrics,
+    the offline W&B run: debug.log, config, the .wandb file with the command line), the
+    output and the error lines hold them masked; the training reads the real URL; a
+    resume takes the URL from the command line again; a run's config.yaml (masked) as
+    --config, and `infogan eval` on the checkpoint without --data, are refused in one line."""
+    host = http.url.split("://")[1]
+    url = f"http://alice:{URL_SECRETS[0]}@{host}/shards"
+    endpoint = f"http://key:{URL_SECRETS[1]}@127.0.0.1:9/?X-Amz-Signature={URL_SECRETS[2]}"
+    env = dict(launch_env(), WANDB_MODE="offline")
+
+    def launch(*overrides: str, config: str = str(ROOT / SMOKE)):
+        cmd = [sys.executable, str(ROOT / "train.py"), "--config", config,
+               f"run.output_dir={tmp_path}", "run.name=secret", "log.wandb=offline",
+               "checkpoint.every=2", "log.every=1", *overrides]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        _assert_no_secret("the output", (r.stdout + r.stderr).encode())
+        return r
+
+    secrets = (f"data.shards={url}", f"data.s3_endpoint_url={endpoint}")
+    r = launch(*secrets, "train.max_steps=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = launch(*secrets, "train.max_steps=4")  # the resume: the URL from the command line
+    assert r.returncode == 0 and "resumed from " in r.stdout, r.stderr[-3000:]
+    run = tmp_path / "secret"
+    files = [f for f in run.rglob("*") if f.is_file()]
+    assert len(list(run.glob("wandb/offline-run-*/run-*.wandb"))) == 2  # one per segment
+    assert len(list(run.glob("wandb/offline-run-*/logs/debug.log"))) == 2
+    for f in files:
+        _assert_no_secret(str(f), f.read_bytes())
+    written = (run / "checkpoints" / "step-00000004" / "config.yaml").read_text()
+    assert f"shards: http://***@{host}/shards" in written
+    assert "s3_endpoint_url: http://***@127.0.0.1:9/?X-Amz-Signature=***" in written
+    # a written config is not an input with credentials: refused, not sent to a server
+    r = launch(config=str(run / "config.yaml"))
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr[-3000:]
+    assert "config key data.shards: its URL has credentials masked as ***" in errors[0]
+    # an error line naming a bad value with a password in it: masked
+    r = launch(f"data.num_workers={url}")
+    assert r.returncode == 2 and f"http://***@{host}/shards" in r.stderr, r.stderr[-3000:]
+    r = subprocess.run([str(ROOT / ".venv/bin/infogan"), "eval", "--checkpoint",
+                        str(run / "checkpoints" / "step-00000004"), "--no-pictures"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert r.returncode == 2 and "credentials were masked when it was written; pass --data" \
+        in r.stderr, r.stderr[-3000:]
