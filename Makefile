@@ -17,7 +17,7 @@ export TORCHELASTIC_SIGNALS_TO_HANDLE := SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1
 export PET_SIGNALS_TO_HANDLE := $(TORCHELASTIC_SIGNALS_TO_HANDLE)
 export WANDB_SILENT := true
 
-.PHONY: setup data train test lint bench clean gpu-check
+.PHONY: setup data train test lint bench clean gpu-check docs docs-reference
 
 setup:
 	launch/setup.sh
@@ -48,7 +48,16 @@ train: data
 test: setup
 	$(PY) -m pytest -q
 
-# The whole GPU verification (issue 15; README "GPU check"): at most 8 minutes on one
+# The documentation site (mkdocs.yml), strict: a broken link, anchor or missing page fails.
+# tests/unit/test_docs.py runs the same build, so `make test` checks it too.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d build/site
+
+# docs/reference/config.md's tables, generated from the schema (test_docs.py fails when stale)
+docs-reference: setup
+	$(PY) -m infogan_dist.config.reference --write docs/reference/config.md
+
+# The whole GPU verification (issue 15; docs/gpu-check.md): at most 8 minutes on one
 # CUDA GPU, report in $(OUT)/gpu-check.{json,md}; without CUDA a CPU self-test, exit 0.
 # Python: .venv's where it exists, else a python3 that has torch and accelerate (the GPU
 # machine), else launch/setup.sh makes .venv first (a fresh clone here; no apt packages).
@@ -67,7 +76,7 @@ gpu-check:
 	  $(if $(MNIST),--mnist $(MNIST)) $(GPU_CHECK_ARGS)
 
 lint: setup
-	.venv/bin/ruff check infogan_dist tests benchmarks train.py
+	.venv/bin/ruff check infogan_dist tests benchmarks train.py docs/hooks
 
 clean:
 	rm -rf runs data .pytest_cache

@@ -1,6 +1,6 @@
 """Train InfoGAN. Thin entry point; the work is in infogan_dist.trainer.
 
-    accelerate launch train.py          # the README's default recipe (configs/fashion_mnist.yaml)
+    accelerate launch train.py          # the default recipe (configs/fashion_mnist.yaml)
     accelerate launch --config_file launch/cpu.yaml train.py --config configs/smoke.yaml
     accelerate launch --config_file launch/cpu_ddp.yaml train.py --config configs/mnist.yaml \
         data.shards=data/mnist/train train.max_steps=5000
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config", default=None,
-                   help=f"YAML file under configs/ (default: {DEFAULT_CONFIG}, the README's "
+                   help=f"YAML file under configs/ (default: {DEFAULT_CONFIG}, the "
                         "default recipe)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")

@@ -184,7 +184,7 @@ def time_to_threshold(
 def thread_env(parallel: int) -> dict[str, str]:
     """Environment of one training process when `parallel` share this machine's cores:
     each gets its share of threads (on 2 cores, two 1-thread runs give about 15% more
-    images/s in total than one 2-thread run; BENCHMARKS.md)."""
+    images/s in total than one 2-thread run; docs/benchmarks/2026-11-27-mnist-quality.md)."""
     env = dict(os.environ)
     if parallel > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))

@@ -2,11 +2,12 @@
 
 Why (`loss.q_augment`): on MNIST the 10-way code can settle on style. Two categories that
 differ only in slant or size each draw 4s and 9s, and the continuous codes or z carry the
-digit (BENCHMARKS.md shows the c2 sweep turning a 4 into a 9). Q tells such categories
-apart, so the MI bound is at its maximum and nothing pushes them apart by digit. When Q
-must also name c1 from a slightly rotated, scaled and shifted copy of each fake (as in
-Elastic-InfoGAN, Ojha et al. 2020), categories that differ in slant or size alone become
-indistinguishable, and what is left for them to differ in is the digit.
+digit (docs/benchmarks/2026-11-27-mnist-quality.md shows the c2 sweep turning a 4 into a
+9). Q tells such categories apart, so the MI bound is at its maximum and nothing pushes
+them apart by digit. When Q must also name c1 from a slightly rotated, scaled and shifted
+copy of each fake (as in Elastic-InfoGAN, Ojha et al. 2020), categories that differ in
+slant or size alone become indistinguishable, and what is left for them to differ in is
+the digit.
 
 The transform parameters come from a generator keyed by (seed, step), drawn for the
 global batch and sliced per rank, like the latents: runs stay reproducible, resumable and

@@ -160,7 +160,7 @@ class StopAgreement:
     `poll(flag)` at the end of step s starts an asynchronous all-reduce (MAX) of this
     rank's flag and returns the result of the one started at step s - 1, which has long
     completed: every rank stops after the same step, exactly one step after the step at
-    which the first rank saw a request (README "Stopping"). The flag travels as a CPU
+    which the first rank saw a request (docs/checkpoints.md "Stopping"). The flag travels as a CPU
     tensor over a gloo group (the default group on CPU, a gloo side group otherwise), so
     neither starting nor reading it touches the accelerator's stream: reading it is no
     device sync. One process: no collective and no delay.

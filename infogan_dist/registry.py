@@ -8,7 +8,7 @@ naming the key and the registered names, never a silent fallback.
     @MODELS.register("mlp")
     def mlp_models(...): ...
 
-Registering is the only edit a new choice needs (README "Extending").
+Registering is the only edit a new choice needs (docs/extending.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Speed options for GPU nodes, each off by default until measured there (BENCHMARKS.md,
-"A communication-lean step"): `train.compile`, `train.channels_last`, `train.tf32`, and
+"""Speed options for GPU nodes, each off by default until measured there (docs/benchmarks/
+2026-11-30-communication-lean-step.md): `train.compile`, `train.channels_last`, `train.tf32`, and
 `data.pin_memory` (data/stream.py). The trainer applies them from outside the models.
 
 CUDA graphs are not offered: a step is several optimizer updates with Python control

@@ -1,7 +1,7 @@
 """Loss terms: each one weighted loss on one view of a phase's images, through one head
 of D. Update rules (updates.py) list the built-in terms of each phase in the order they
 are summed; an extension term names the phase roles it joins and gets its weight from
-`loss.extra.<name>` (README "Extending").
+`loss.extra.<name>` (docs/extending.md).
 
 A term sees a View: the images D judged (`real`, `fake`, `augmented`: the fakes moved
 by augment.random_affine, or `real_pair`: the real batch followed by its moved copy),

@@ -2,7 +2,7 @@
 and the loop. Everything else has its own home: checkpoints (checkpoint.py), update
 rules and loss terms (updates.py, terms.py), tracking (tracking.py), ranks (ranks.py).
 
-Distributed design (README "How ranks stay in sync"):
+Distributed design (docs/distributed.md "How ranks stay in sync"):
 - Every random draw of a step (data order, latents) is keyed by (seed, step) over the
   global batch; rank r takes its slice. One rank or eight train the same model.
 - DDP with find_unused_parameters only where a phase leaves one of D's heads unused

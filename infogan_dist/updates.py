@@ -152,7 +152,7 @@ def _fused_devices() -> list[str]:
 # in summation order only (the same update rule); the state (step, exp_avg, exp_avg_sq)
 # has the same keys, so a checkpoint resumes under any of them (torch moves `step` to
 # the device fused Adam wants). fused: one kernel over all tensors (CPU: 7.0 -> 1.6 ms
-# per step of the seed's MLP parameters, BENCHMARKS.md).
+# per step of the seed's MLP parameters, docs/benchmarks/2026-11-30-communication-lean-step.md).
 ADAM: Registry[Callable[[torch.device], dict[str, bool]]] = Registry("optim.adam")
 ADAM.add("auto", lambda device: {"fused": True} if device.type in _fused_devices()
          else {"foreach": True})

@@ -25,8 +25,8 @@
 # each restart resumes from the newest complete checkpoint (train.resume=auto), replaying
 # the lost steps exactly. MAX_RESTARTS=0 ends the job at the first failure. Restarts need
 # torchrun, i.e. more than one process in all (a single process runs without a launcher);
-# across nodes they need TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, set below (README "In-job
-# restarts").
+# across nodes they need TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, set below (docs/checkpoints.md
+# "In-job restarts").
 #
 #SBATCH --job-name=infogan
 #SBATCH --nodes=2

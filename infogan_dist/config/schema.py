@@ -30,14 +30,18 @@ def choice(default: str, registry: str) -> Any:
 @dataclass
 class RunConfig:
     output_dir: str = "runs"  # parent folder of every run directory
-    name: str = "default"  # run directory is {output_dir}/{name}; at most 200 bytes
+    # run directory is {output_dir}/{name}; also the W&B group; at most 200 bytes
+    name: str = "default"
     seed: int = 0  # seeds init, data order and every latent draw (keyed by step)
 
 
 @dataclass
 class DataConfig:
-    shards: str = "data/fashion_mnist/train"  # dir with index.json, or a brace pattern
-    # memory: decode once, index per step; stream: webdataset (registry data.SOURCES)
+    # dir with index.json, a brace pattern (dir/shard-{000000..000009}.tar), or an
+    # s3:// or http(s):// prefix holding index.json (docs/data.md)
+    shards: str = "data/fashion_mnist/train"
+    # memory: decode all shards once, index per step (exact resume, world-size invariant);
+    # stream: webdataset pipeline (registry data.SOURCES)
     mode: str = choice("memory", "infogan_dist.data:SOURCES")
     num_workers: int = 0  # stream mode: DataLoader workers per rank
     shuffle_buffer: int = 1000  # stream mode: samples in each worker's shuffle buffer
@@ -53,10 +57,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = choice("infogan_mnist", "infogan_dist.models:MODELS")  # registry models.MODELS
+    # mlp (the seed's, any shape), infogan_mnist (the paper's, 28x28), dcgan32, dcgan64;
+    # registry models.MODELS
+    arch: str = choice("infogan_mnist", "infogan_dist.models:MODELS")
     width: float = 1.0  # multiplies every hidden size; < 1 only for quick tests
     # EMA of G's weights (infogan_dist/ema.py): half-life in images; 0 = off. When on,
-    # pictures, eval, sample and FID use the EMA generator unless told otherwise.
+    # pictures, eval, sample and FID use the EMA generator unless told otherwise. Frozen on
+    # resume, like all model.* (docs/evaluation.md "The EMA generator")
     ema_half_life_images: float = 0.0
     ema_rampup: float = 0.05  # half-life <= this x images seen (early steps); 0 = no ramp
 
@@ -67,23 +74,29 @@ class LatentConfig:
     noise: Literal["normal", "uniform"] = "uniform"  # z ~ N(0, 1) or U(-1, 1)
     categorical: list[int] = field(default_factory=lambda: [10])  # class count per code
     continuous: int = 2  # number of 1-d codes, each ~ U(-1, 1)
-    continuous_std: Literal["fixed", "learned"] = "fixed"  # Q's Gaussian: sigma 1 or learned
+    # Q's Gaussian: fixed (sigma 1, the loss is MSE/2) or learned
+    continuous_std: Literal["fixed", "learned"] = "fixed"
 
 
 @dataclass
 class LossConfig:
-    adversarial: str = choice("bce", "infogan_dist.losses:ADVERSARIAL")  # bce, lsgan, hinge, ...
+    # bce (non-saturating, on logits), lsgan, hinge, ...; registry losses.ADVERSARIAL
+    adversarial: str = choice("bce", "infogan_dist.losses:ADVERSARIAL")
     lambda_cat: float = 1.0  # weight of the categorical info loss
     lambda_cont: float = 0.1  # weight of the continuous info loss
-    q_augment: float = 0.0  # weight (x lambda_cat) of Q's category loss on transformed fakes
-    # weights of loss terms added by extensions, by registered name (README "Extending"),
+    # weight (x lambda_cat) of Q's category loss on randomly rotated (+-15 degrees), scaled
+    # (+-10%) and shifted (+-2 px) fakes, so categories cannot differ by slant or size
+    # alone (infogan_dist/augment.py); either update
+    q_augment: float = 0.0
+    # weights of loss terms added by extensions, by registered name (docs/extending.md),
     # e.g. {drift: 0.001}; a term that is absent or 0 is off
     extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class OptimConfig:
-    lr_d: float = 2e-4  # Adam learning rate of D (trunk, adversarial head, Q head)
+    # Adam learning rate of D (trunk, adversarial head, Q head); configs/mnist.yaml: 4e-4
+    lr_d: float = 2e-4
     lr_g: float = 1e-3  # Adam learning rate of G
     lr_info: float = 2e-4  # Adam learning rate of the info optimizer (G and D)
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam (beta1, beta2)
@@ -95,18 +108,21 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    # three_optimizers (the seed), paper (the authors' code); registry updates.UPDATE_RULES
+    # three_optimizers (the seed's D / G / info steps), paper (the authors' code: the info
+    # loss added to the D and G losses, two optimizers); registry updates.UPDATE_RULES
     update: str = choice("three_optimizers", "infogan_dist.updates:UPDATE_RULES")
-    global_batch_size: int = 128  # images per step over all ranks; split evenly
+    # images per step over all ranks; split evenly: must divide by the process count
+    global_batch_size: int = 128
     max_steps: int = 5000  # optimizer iterations (one D, G and info update each)
     precision: Literal["no", "bf16", "fp16"] = "no"  # fp16 needs a GPU
-    resume: str = "auto"  # auto: newest complete checkpoint; none; or a checkpoint dir
+    # auto: newest complete checkpoint of the run dir; none; or a checkpoint dir
+    resume: str = "auto"
     # GPU options (speed.py), off until measured on GPU nodes:
     compile: bool = False  # torch.compile G's and D's forward (Module.compile, in place)
     channels_last: bool = False  # NHWC layout for conv weights and real images
     tf32: bool = False  # TF32 for fp32 matmuls/convs on GPUs that have it (Ampere+); CPU: none
     # a non-finite loss or state: rollback (to the newest checkpoint, draws re-keyed) or
-    # stop (exit 1); README "What happens when..."
+    # stop (exit 1); docs/checkpoints.md "Divergence guard"
     nonfinite: Literal["rollback", "stop"] = "rollback"
     max_rollbacks: int = 3  # rollbacks allowed over the whole run; one more divergence: exit 1
 
@@ -150,11 +166,15 @@ class LogConfig:
     images_every: int = 500  # steps between traversal pictures; 0 = only at the end
     eval_every: int = 0  # steps between evaluations (log.eval_metrics); 0 = never
     # what an evaluation computes: names in scores.METRICS (codes: accuracy, MI, MSE;
-    # fid: eval/fid and eval/kid, on every rank, needs eval.features)
+    # fid: eval/fid and eval/kid, on every rank, needs eval.features); codes runs on the
+    # main process alone, each code scored
     eval_metrics: list[str] = field(default_factory=lambda: ["codes"],
                                     metadata={"registry": "infogan_dist.scores:METRICS"})
-    fid_every: int = 0  # steps between FID/KID evaluations (metric "fid"); 0 = never
-    wandb: Literal["online", "offline", "off"] = "offline"  # online needs WANDB_API_KEY
+    # steps between FID/KID evaluations (metric "fid"); 0 = never, unless fid is listed in
+    # log.eval_metrics (then every log.eval_every)
+    fid_every: int = 0
+    # online needs WANDB_API_KEY (without it: offline)
+    wandb: Literal["online", "offline", "off"] = "offline"
     project: str = "infogan-dist"  # W&B project
     progress: bool = True  # progress bar on the main process
 
@@ -179,18 +199,25 @@ class LogConfig:
 @dataclass
 class EvalConfig:
     # FID/KID features: a directory from `infogan train-features`, or "inception" (with
-    # eval.inception_weights); "" = none (then the fid metric is refused)
+    # eval.inception_weights); "" = none (then the fid metric is refused); required when
+    # FID is on
     features: str = ""
-    inception_weights: str = ""  # local safetensors file of the FID Inception (no download)
-    # generated images per FID/KID (FID depends on this count), at most MAX_FID_SAMPLES
+    # local safetensors file of the FID Inception-v3, with eval.features=inception
+    # (nothing is downloaded; its header is checked at start)
+    inception_weights: str = ""
+    # generated images per FID/KID (FID depends on this count: compare like with like);
+    # at most 200,000 (every feature is kept in memory)
     fid_samples: int = 10_000
     fid_batch: int = 250  # images per feature-network forward (chunks are split over ranks)
-    fid_data: str = ""  # real images of FID; "" = data.eval_shards, else data.shards
+    # real images of FID, every image used; "" = data.eval_shards, else data.shards
+    fid_data: str = ""
 
 
 @dataclass
 class DistConfig:
-    batchnorm: Literal["sync", "local"] = "sync"  # sync: SyncBatchNorm; local: per-rank stats
+    # sync: BatchNorm statistics over the global batch (CrossRankBatchNorm); local: per
+    # rank (running statistics drift between ranks)
+    batchnorm: Literal["sync", "local"] = "sync"
     check_every: int = 0  # steps between cross-rank checksums (and at checkpoints); 0 = only there
     timeout_s: int = 60  # collective timeout: a dead or stuck rank ends the run by then
 

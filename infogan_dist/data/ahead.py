@@ -9,7 +9,7 @@ the server works while shard k is decoded, and `take` later finds the answer's h
 (and the first bytes) already in the socket.
 
 No thread: a thread in this process would wait for the GIL after every recv while the
-main thread decodes (measured slower, BENCHMARKS.md "After the windowed tar parser").
+main thread decodes (measured slower, docs/benchmarks/2026-11-30-remote-shards.md).
 
 Only an optimization: `take` hands over a body only for a 200 answer of the expected
 length; anything else (an error status, a reset, a timeout) is dropped silently and the

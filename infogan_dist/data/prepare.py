@@ -248,7 +248,7 @@ def _from_folder(root: str, size: int | None, limit: int | None):
     mode = "L" if set(modes) <= GRAY_MODES else "RGB"
     gray = [p for m, ps in modes.items() if m in GRAY_MODES for p in ps]
     if mode == "RGB" and gray:
-        # Documented policy (README, "What happens when..."): a folder with any color
+        # Documented policy (docs/checkpoints.md, "What happens when..."): a folder with any color
         # image is written as RGB; grayscale images get their channel repeated, and we say so.
         print(f"note: {len(gray)} of {len(files)} images are grayscale (e.g. {gray[0]}); all "
               "are written as RGB, grayscale repeated in the three channels", flush=True)

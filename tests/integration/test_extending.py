@@ -1,4 +1,4 @@
-"""README "Extending": a loss term registered from this file alone (no edit of the
+"""docs/extending.md: a loss term registered from this file alone (no edit of the
 package) joins the D phase through its registry entry and trains 5 steps.
 
 The term is Progressive GAN's drift penalty, eps * E[D(x_real)^2], which keeps D's

@@ -2,10 +2,13 @@
 whole run, non-zero, with the rank and the cause in the output; bad stream-mode sharding is
 refused at start; uneven shards train to the end in both data modes.
 
-A hang check, not a speed test: the bound (EXIT_BOUND_S) starts when the trainer prints
-its start line (process start-up under load is excluded) and is generous. The hung-rank
-case needs dist.timeout_s (5 s here) plus torchrun's fixed 30 s grace between SIGTERM and
-SIGKILL: the trainer turns SIGTERM into a stop request, which a stuck rank never acts on.
+A hang check, not a speed test: each case waits for the run's outcome. The bounds below
+only turn a real hang into a failure instead of a stuck suite; they are ten times what a
+loaded 2-core machine needs, so no verdict depends on the machine's speed. The hung-rank
+case needs dist.timeout_s (15 s here: the product's own bound on a stuck peer, long
+enough that a healthy rank slowed by load never trips it) plus torchrun's fixed 30 s grace
+between SIGTERM and SIGKILL: the trainer turns SIGTERM into a stop request, which a stuck
+rank never acts on.
 Every process of a launch carries a unique INFOGAN_TEST_TAG in its environment, so the
 test can check that none of them (torchrun starts workers in their own sessions)
 outlives the launcher.
@@ -28,8 +31,8 @@ from tests.helpers import ROOT, launch_env, make_shards, metrics, train_cmd
 
 pytestmark = pytest.mark.integration
 
-EXIT_BOUND_S = 60  # from the trainer's start line to the exit of every process
-STARTUP_BOUND_S = 240  # launcher start to the trainer's start line, however loaded the host
+EXIT_BOUND_S = 600  # hang guard: the trainer's start line to the exit of every process
+STARTUP_BOUND_S = 600  # hang guard: launcher start to the trainer's start line
 START_LINE = re.compile(r"rank 0/\d+ machine \d+: training ")
 
 
@@ -156,15 +159,15 @@ def test_sigkill_of_one_rank_ends_the_run(shards, tmp_path):
 def test_stuck_rank_times_out_and_ends_the_run(shards, tmp_path):
     """Rank 1 stops making progress after step 5: rank 0's next collective times out
     after dist.timeout_s, rank 0 fails, torchrun stops rank 1 (SIGKILL after its grace)."""
-    rc, out, took = _launch(_fault_cmd(shards, tmp_path, "dist.timeout_s=5"),
+    rc, out, took = _launch(_fault_cmd(shards, tmp_path, "dist.timeout_s=15"),
                             _fault_env("hang:1:5"))
     assert rc != 0, out[-4000:]
     assert took is not None and took <= EXIT_BOUND_S
     assert _root_cause_rank(out) == 0  # the rank that noticed: its collective timed out
     # gloo words a timeout by the call that waited: a blocking all-reduce says "Timed out
-    # waiting 5000ms", the wait() on an asynchronous one (the stop agreement's, read a step
+    # waiting 15000ms", the wait() on an asynchronous one (the stop agreement's, read a step
     # later; the metrics reduction behind it) "Application timeout caused pair closure"
-    assert re.search(r"Timed out waiting 5000ms|Application timeout caused pair closure",
+    assert re.search(r"Timed out waiting 15000ms|Application timeout caused pair closure",
                      out), out[-3000:]
     # issue 29: rank 0 says so in one line (was a raw RuntimeError traceback), which is
     # also torchrun's root cause
@@ -195,12 +198,12 @@ def test_stream_mode_with_more_ranks_x_workers_than_shards_is_refused(shards, tm
 def test_uneven_shards_train_to_the_end_on_two_ranks(uneven_shards, tmp_path, mode):
     """Shards of 64, 64, 64, 64, 44 on 2 ranks, 40 steps of 16 (over two epochs): no rank
     runs out first, the run ends normally. A hang at an epoch's end would be a collective
-    timeout (dist.timeout_s=10), i.e. a non-zero exit, or the bound."""
+    timeout (the default dist.timeout_s), i.e. a non-zero exit, or the hang guard."""
     extra = ["data.num_workers=2"] if mode == "stream" else []
     rc, out, _ = _launch(train_cmd(
         "launch/cpu_ddp.yaml", "configs/smoke.yaml", f"data.shards={uneven_shards}",
         f"run.output_dir={tmp_path}", "run.name=uneven", f"data.mode={mode}", *extra,
-        "train.max_steps=40", "dist.timeout_s=10", "log.images_every=0", "log.every=10",
+        "train.max_steps=40", "log.images_every=0", "log.every=10",
         "checkpoint.every=20"), launch_env())
     assert rc == 0, out[-6000:]
     run = tmp_path / "uneven"

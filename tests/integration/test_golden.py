@@ -3,101 +3,86 @@
 20-step runs on one rank, every step logged: `configs/smoke.yaml` (seed MLP, three
 optimizers) and `configs/mnist.yaml` at model.width=0.25 (paper conv nets, paper update,
 loss.q_augment), without and with loss.extra.real_iic (at weight 2, not the config's 1).
-Their `loss/D`, `loss/G`, `loss/info` and `mi/c1` must equal the pinned values in
-tests/assets/losses/ exactly.
+Their `loss/D`, `loss/G`, `loss/info` and `mi/c1` are compared with tests/assets/losses/
+(the cases, the layout and the tolerance: tests/golden.py).
 
-Tolerance: none (bitwise). One CPU process with OMP_NUM_THREADS=1 (tests/helpers.py) runs
-the same kernels in the same order every time on this machine type, and every random draw
-is keyed by (seed, step), so equal code gives equal floats. A deliberate numeric change
-(another Adam implementation, another summation order) moves them: re-record with
-`INFOGAN_RECORD_GOLDEN=1 pytest tests/integration/test_golden.py` in a commit of its own
-that names the change.
-
+On a CPU type with a recorded set: bitwise. One CPU process with OMP_NUM_THREADS=1
+(tests/helpers.py) runs the same kernels in the same order every time on one machine
+type, and every random draw is keyed by (seed, step), so equal code gives equal floats.
 Another CPU type runs other float kernels (torch dispatches on its SIMD level, MKL also on
-the vendor) and differs in the last bits from step 1: the traces in tests/assets/losses/
-were recorded on AMD EPYC, and an Intel Xeon with AVX-512 gives others from the same code.
-So a CPU type may have its own traces, in tests/assets/losses/<vendor>-<SIMD level>/
-(`cpu_kernels()`), recorded from unchanged code with `INFOGAN_RECORD_GOLDEN=cpu` in a
-commit of its own; a numeric change re-records every CPU type it can reach. The test never
-loosens: on each type the traces are bitwise.
+the vendor) and differs in the last bits from some step on, so each type has its own set.
+
+On a CPU type without one: within the measured cross-type tolerance of the nearest
+recorded type (tests/golden.py states it), and a warning says which type ran, that it is
+not pinned, and the command that pins it. A CI machine of a new type never fails for its
+kernels, and a numeric change larger than other kernels' rounding still fails.
+
+A deliberate numeric change (another Adam implementation, another summation order) moves
+the traces: re-record in a commit of its own that names the change, on every CPU type it
+can reach, with `INFOGAN_RECORD_GOLDEN=1 pytest tests/integration/test_golden.py` (writes
+this type's set, tests/assets/losses/<cpu type>/).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+import warnings
 
 import pytest
-import torch
 
-from tests.helpers import MNIST_DIR, ROOT, make_shards, metrics, train
+from tests.golden import (
+    ASSET,
+    ASSETS,
+    CASES,
+    RECORD_COMMAND,
+    SAFETY,
+    cpu_kernels,
+    envelope,
+    golden_shards,
+    machine,
+    read_trace,
+    recorded_types,
+    run_case,
+    worst_ratio,
+    write_trace,
+)
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration
-
-ASSETS = ROOT / "tests" / "assets" / "losses"
-KEYS = ("loss/D", "loss/G", "loss/info", "mi/c1")
-# configs/mnist.yaml at a quarter of its width and at the paper's lr_d, the rate the mnist
-# traces were recorded with (the config's is 4e-4 since 2026-12-03: a config choice, not a
-# numeric change, so the pinned traces stay)
-MNIST_W025 = ["model.width=0.25", "optim.lr_d=2e-4"]
-CASES = {
-    "smoke": ("configs/smoke.yaml", []),
-    # the recipe without its real_iic term (configs/mnist.yaml has it since 2026-12-02)
-    "mnist_w025": ("configs/mnist.yaml", [*MNIST_W025, "model.ema_half_life_images=0",
-                                          "loss.extra={}"]),
-    # the EMA generator must not touch training: the same pinned trace as without it
-    "mnist_w025_ema": ("configs/mnist.yaml", [*MNIST_W025, "loss.extra={}",
-                                              "model.ema_half_life_images=500"]),
-    "mnist_w025_iic": ("configs/mnist.yaml", [*MNIST_W025, "loss.extra={real_iic: 2.0}"]),
-}
-ASSET = {"mnist_w025_ema": "mnist_w025"}  # cases that share another case's trace
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    # The real MNIST digits only: the Fashion-MNIST fallback of make_shards would give
-    # other numbers, and a golden test must fail rather than compare against them.
-    assert (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), (
-        f"the golden traces were recorded on the MNIST digits in {MNIST_DIR}")
-    return make_shards(tmp_path_factory.mktemp("golden") / "shards", limit=1024, shard_size=256)
-
-
-def cpu_kernels() -> str:
-    """What picks the CPU's float kernels: the vendor (MKL dispatches on it) and the SIMD
-    level torch runs at, e.g. `GenuineIntel-AVX512`."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    vendor = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("vendor_id")),
-                  "unknown")
-    return f"{vendor}-{torch.backends.cpu.get_cpu_capability()}"
-
-
-def asset_dir() -> Path:
-    """This CPU type's traces if it has its own, else the default ones (AMD EPYC)."""
-    own = ASSETS / cpu_kernels()
-    if os.environ.get("INFOGAN_RECORD_GOLDEN") == "cpu":
-        own.mkdir(exist_ok=True)
-    return own if own.is_dir() else ASSETS
-
-
-def trace(run_dir: Path) -> list[dict]:
-    return [{"step": r["step"], **{k: r[k] for k in KEYS}} for r in metrics(run_dir)]
+    return golden_shards(tmp_path_factory.mktemp("golden"))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden_trace(name, digits, tmp_path):
-    config, extra = CASES[name]
-    train("launch/cpu.yaml", config, f"data.shards={digits}", f"run.output_dir={tmp_path}",
-          "run.name=golden", "run.seed=0", "train.max_steps=20", "train.resume=none",
-          "log.every=1", "log.eval_every=0", "log.images_every=0", "log.wandb=off",
-          "log.progress=false", "checkpoint.every=20", *extra)
-    got = trace(tmp_path / "golden")
-    asset = asset_dir() / f"{ASSET.get(name, name)}.json"
-    if os.environ.get("INFOGAN_RECORD_GOLDEN") and name not in ASSET:
-        asset.write_text(json.dumps(got, indent=1) + "\n")
-    want = json.loads(asset.read_text())
+    got = run_case(name, digits, tmp_path)
     assert [r["step"] for r in got] == list(range(1, 21))
-    for g, w in zip(got, want, strict=True):
-        assert g == w, (f"{name}: step {w['step']} moved: got {g}, pinned {w} "
-                        f"({asset.relative_to(ROOT)}; this CPU: {cpu_kernels()})")
+    kind = cpu_kernels()
+    own = ASSETS / kind
+    if os.environ.get("INFOGAN_RECORD_GOLDEN") and name not in ASSET:
+        write_trace(own / f"{name}.json", got)
+        (own / "machine.json").write_text(json.dumps(machine(), indent=1) + "\n")
+    types = recorded_types()
+    if kind in types:
+        want = read_trace(own, name)
+        asset = (own / f"{ASSET.get(name, name)}.json").relative_to(ROOT)
+        for g, w in zip(got, want, strict=True):
+            assert g == w, (f"{name}: step {w['step']} moved: got {g}, pinned {w} "
+                            f"({asset}; this CPU: {kind})")
+        return
+    env = envelope(name)
+    ratios = {t: worst_ratio(got, read_trace(d, name), env) for t, d in types.items()}
+    nearest = min(ratios, key=lambda t: ratios[t][0])
+    worst, where = ratios[nearest]
+    warnings.warn(
+        f"golden {name}: this CPU type ({kind}) has no pinned traces, so it was compared "
+        f"with the nearest recorded type, {nearest}, within the measured cross-type "
+        f"tolerance ({SAFETY:g}x the widest spread; {worst:.2f} of it used). Pin it bitwise: "
+        f"{RECORD_COMMAND}", stacklevel=1)
+    assert worst <= 1.0, (
+        f"{name}: outside the cross-type tolerance of every recorded CPU type (nearest "
+        f"{nearest}: {where}; this CPU: {kind}, not pinned; recorded: {', '.join(types)})")

@@ -490,7 +490,7 @@ def test_corrupt_shard_during_training_ends_every_rank(shards, s3, tmp_path):
     env.update(s3.env())
     r = subprocess.run(
         [*train_cmd("launch/cpu_ddp.yaml", SMOKE, f"data.shards={url}", "data.mode=stream",
-                    f"run.output_dir={tmp_path}", "train.max_steps=40", "dist.timeout_s=20")],
+                    f"run.output_dir={tmp_path}", "train.max_steps=40")],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert r.returncode != 0
     msg = "shard s3://shards/corrupt-train/shard-000001.tar: sha256"
