@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         # Our errors are one-line and name the file/key; no traceback for bad input.
         print(f"infogan {args.command}: error: {redact.text(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the system refuses (read-only, no permission, full, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"infogan {args.command}: error: {redact.text(where + (e.strerror or str(e)))}"
+              "; choose another path or fix its file system", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

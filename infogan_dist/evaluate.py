@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +141,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_pictures:
         from .pictures import save_pictures
 
-        pictures = [str(p) for p in save_pictures(loaded.G, loaded.space, cfg.run.seed,
-                                                   path / "traversal.png")]
+        try:
+            pictures = [str(p) for p in save_pictures(loaded.G, loaded.space, cfg.run.seed,
+                                                       path / "traversal.png")]
+        except OSError as e:  # a read-only checkpoint (shared, archived): keep the scores
+            print(f"warning: no pictures: cannot write into {path} ({e.strerror}); the "
+                  "scores are complete (--no-pictures skips them)", file=sys.stderr, flush=True)
     report = {
         "checkpoint": str(path), "step": loaded.step, "generator": loaded.generator_file,
         "images": 0 if images is None else len(images),
