@@ -12,12 +12,14 @@
 
 Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config, data or
 checkpoints (one-line error, before any process group starts where possible); 1 training
-diverged past train.nonfinite, a full disk (one line), or anything else.
+diverged past train.nonfinite, a full disk or a file system that refuses writes (one
+line), a collective timed out (one line), or anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -56,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# errors of a file system that refuses writes mid-run (not a bug of ours, not bad input)
+WRITE_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 # gloo's words when the other end of a collective went away (compared in lower case)
 PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe")
 # ... and when a collective waited past dist.timeout_s (a blocking call says "timed out
@@ -124,6 +128,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingFailed as e:  # diverged past train.nonfinite, or a full disk
         report(e)
+        return 1
+    except OSError as e:
+        # The file system of a write refused it mid-run (full, read-only after an error,
+        # a quota, an I/O error): a save already says so itself (TrainingFailed); the
+        # other writes (metrics, pictures, the lock) say it here, in one line.
+        if e.errno not in WRITE_REFUSED:
+            raise
+        where = e.filename or f"into the run directory {cfg.run_dir}"
+        report(f"cannot write {where}: {e.strerror}; the last complete checkpoint is kept: "
+               "free space or repair the file system, then launch again (train.resume=auto "
+               "continues from it)", "WriteRefused")
         return 1
     except RuntimeError as e:
         text = " ".join(str(e).split())

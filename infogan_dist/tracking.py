@@ -106,9 +106,8 @@ class Tracker:
         if self.acc.is_main_process:
             runlock.ensure_held()
             self._truncate(step)
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, "event": "rollback", **event},
-                                   allow_nan=False) + "\n")
+            append_line(self.path, json.dumps({"step": step, "event": "rollback", **event},
+                                              allow_nan=False))
 
     def add(self, stats: dict[str, torch.Tensor], data_wait_s: float = 0.0) -> None:
         self.data_wait_s += data_wait_s
@@ -142,12 +141,20 @@ class Tracker:
         if self.acc.is_main_process:
             runlock.ensure_held()  # another training owns the run directory: not a row more
             row = {k: None if k in bad else v for k, v in values.items()}
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, **row}, allow_nan=False) + "\n")
+            append_line(self.path, json.dumps({"step": step, **row}, allow_nan=False))
             self.acc.log(values, step=step)
         if bad:  # the values were reduced over ranks: every rank raises here
             raise Diverged(f"non-finite {', '.join(bad)} in the steps up to {step}")
         return values
+
+
+def append_line(path: Path, line: str) -> None:
+    """Appends one row; an OSError (a full disk, ...) names the file, for its one line."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def truncate_metrics(path: Path, step: int) -> int:
