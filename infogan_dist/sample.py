@@ -36,6 +36,7 @@ SUFFIXES = (".png", ".jpg", ".jpeg")
 # it is no longer a picture one can look at, and memory grows with it (--n 100000000
 # would take tens of GB); more images are more runs (--seed).
 MAX_IMAGES = 10_000
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # codes are float32 tensors
 
 
 def _codes_text(space: LatentSpace) -> str:
@@ -72,8 +73,9 @@ def parse_fix(text: str, space: LatentSpace) -> tuple[str, int, float]:
             v = float(value)
         except ValueError:
             raise ValueError(f"--fix {text}: {name} is continuous; give a number") from None
-        if not math.isfinite(v):
-            raise ValueError(f"--fix {text}: the value must be finite")
+        if not abs(v) <= FLOAT32_MAX:  # also NaN and inf
+            raise ValueError(f"--fix {text}: the value must be finite, within float32 "
+                             f"(|v| <= {FLOAT32_MAX:.3g})")
         return "cont", space.cont_names.index(name), v
     raise ValueError(f"--fix {text}: unknown code {name!r}; codes: {_codes_text(space)}")
 
@@ -94,8 +96,9 @@ def parse_sweep(text: str, space: LatentSpace) -> tuple[int, float, float, int]:
     except ValueError:
         raise ValueError(f"--sweep {text}: expected {name}=START:STOP:STEPS, e.g. "
                          f"{name}=-2:2:10") from None
-    if steps < 2 or not (math.isfinite(a) and math.isfinite(b)):
-        raise ValueError(f"--sweep {text}: STEPS must be >= 2 and the ends finite")
+    if not (2 <= steps <= MAX_IMAGES and abs(a) <= FLOAT32_MAX and abs(b) <= FLOAT32_MAX):
+        raise ValueError(f"--sweep {text}: STEPS must be >= 2 (at most {MAX_IMAGES}) and the "
+                         f"ends finite, within float32 (|v| <= {FLOAT32_MAX:.3g})")
     return space.cont_names.index(name), a, b, steps
 
 
@@ -164,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in SUFFIXES:
         raise ValueError(f"--out {out}: use a .png or .jpg file name")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if not 1 <= args.n <= MAX_IMAGES:
         raise ValueError(f"--n must be 1..{MAX_IMAGES} images (one grid picture), got "
                          f"{args.n}; for more images run it again with another --seed")
