@@ -555,6 +555,15 @@ class Loaded:
 
 
 
+def pick_device(name: str) -> torch.device:
+    """--device of the inference commands: auto (cuda if available), cpu, cuda, cuda:N."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device here; use --device cpu")
+    return torch.device(name)
+
+
 def _not_a_checkpoint(path: Path, missing: str) -> ValueError:
     hint = "pass a checkpoints/step-N directory"
     try:

@@ -1,5 +1,9 @@
 """The `infogan` console script. Each subcommand lives in the module that does the work;
-that module's `register(subparsers)` adds the parser and sets `func`."""
+that module's `register(subparsers)` adds the parser and sets `func`.
+
+Only the module of the command being run is imported: `infogan --help` imports no torch
+and answers at once, and `infogan sample` does not pay for what `infogan eval` imports.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,44 @@ import sys
 
 from . import redact
 
-# module path of each subcommand, in --help order
-SUBCOMMANDS = ["infogan_dist.data.prepare", "infogan_dist.evaluate", "infogan_dist.sample",
-               "infogan_dist.features"]
+# command -> (module that registers and runs it, its one-line help), in --help order. The
+# help is repeated here so that listing the commands imports none of them; a unit test
+# checks it against what each module registers.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": ("infogan_dist.data.prepare",
+                     "write webdataset shards + index.json from IDX files, torchvision or a "
+                     "folder"),
+    "eval": ("infogan_dist.evaluate",
+             "score a checkpoint's codes: unsupervised accuracy, MI bounds, traversal pictures"),
+    "sample": ("infogan_dist.sample",
+               "save a grid of generated images; fix codes (--fix c1=3) or sweep one (--sweep)"),
+    "train-features": ("infogan_dist.features",
+                       "train the small classifier whose features FID/KID use (--features DIR)"),
+    "explore": ("infogan_dist.explore",
+                "serve a web page to turn a checkpoint's codes and watch the image follow"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with `command`'s full sub-parser (its module imported) and a stub, name
+    and help only, for every other command."""
     parser = argparse.ArgumentParser(
         prog="infogan",
         description="InfoGAN trainer tools (training itself: accelerate launch train.py)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(name).register(sub)
+    for name, (module, help_text) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:

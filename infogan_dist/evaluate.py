@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from . import redact
-from .checkpoint import check_files, load_for_inference, read_config, read_holds
+from .checkpoint import check_files, load_for_inference, pick_device, read_config, read_holds
 from .config.schema import MAX_FID_SAMPLES
 from .data import remote
 from .data.labelled import eval_shards, load_labelled
@@ -47,14 +47,6 @@ from .scores import EVAL_SAMPLES, score_codes
 
 # fresh latents for MI / MSE are drawn at once: a bound keeps that in memory (1e6: ~0.3 GB)
 MAX_SAMPLES = 1_000_000
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device here; use --device cpu")
-    return torch.device(name)
 
 
 EVAL_INTRO = """\

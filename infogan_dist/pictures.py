@@ -4,12 +4,13 @@ draw them alone."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from .latent import Latent, LatentSpace, keyed_generator
 
@@ -57,12 +58,45 @@ def traversal_grid(
     return _render(G, space, latent)
 
 
+def grid_pixels(images: torch.Tensor, nrow: int, padding: int = 1) -> torch.Tensor:
+    """uint8 [H, W, 3] of images in [0, 1] laid out `nrow` per row with `padding` black
+    pixels around each: exactly what torchvision's make_grid + save_image computed (grey
+    images become RGB; one image alone has no padding), without importing torchvision,
+    whose import pulls in torchvision.ops and torch._dynamo (seconds of start-up)."""
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.size(1) == 1:
+        images = torch.cat((images, images, images), 1)
+    if images.size(0) == 1:
+        grid = images[0]
+    else:
+        n, c, h, w = images.shape
+        cols = min(nrow, n)
+        rows = math.ceil(n / cols)
+        grid = images.new_zeros((c, (h + padding) * rows + padding, (w + padding) * cols + padding))
+        for k in range(n):
+            y, x = divmod(k, cols)
+            top, left = y * (h + padding) + padding, x * (w + padding) + padding
+            grid[:, top:top + h, left:left + w] = images[k]
+    # + 0.5 then truncation rounds to the nearest level, as save_image does
+    return grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8)
+
+
+def save_grid(images: torch.Tensor, fp: str | Path | BinaryIO, nrow: int, padding: int = 1,
+              format: str | None = None) -> None:
+    """The grid of `grid_pixels` as an image file (format from the name unless given):
+    the same bytes torchvision's save_image wrote for the same call."""
+    from PIL import Image
+
+    Image.fromarray(grid_pixels(images, nrow, padding).numpy()).save(fp, format=format)
+
+
 def save_png(images: torch.Tensor, path: Path, nrow: int = 10) -> None:
     """A grid PNG, written to a temporary file beside `path` and renamed over it, so an
     interrupted run (a signal, a kill) never leaves a partial picture under the real name."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_image(images, tmp, nrow=nrow, padding=1, format="PNG")
+        save_grid(images, tmp, nrow=nrow, padding=1, format="PNG")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

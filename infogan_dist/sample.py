@@ -3,6 +3,7 @@
     infogan sample --checkpoint runs/mnist/checkpoints/step-00005000 --out digits.png
     infogan sample --checkpoint DIR --out threes.png --fix c1=3 --n 100
     infogan sample --checkpoint DIR --out rotation.png --fix c1=7 --sweep c2=-2:2:10 --n 80
+    infogan sample --checkpoint DIR --out classes.png --sweep c1=all --n 80 --seed 3
 
 Needs DIR/config.yaml, DIR/train_state.json (what the checkpoint holds: image shape,
 latent spec, architecture) and DIR/generator.safetensors, or DIR/generator_ema.safetensors
@@ -14,6 +15,7 @@ same command draws the same picture.
                    number (the prior is U(-1, 1); the paper sweeps to +-2); repeatable.
 --sweep CODE=A:B:S a continuous code goes from A to B in S columns; each of the
                    --n // S rows keeps its own noise and codes fixed along the row.
+--sweep CODE=all   a categorical code takes each of its K classes in K columns.
 """
 
 from __future__ import annotations
@@ -23,12 +25,10 @@ import math
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
-from .checkpoint import load_for_inference
-from .evaluate import pick_device
+from .checkpoint import load_for_inference, pick_device
 from .latent import Latent, LatentSpace, keyed_generator
-from .pictures import _render
+from .pictures import _render, save_grid
 
 SAMPLE_KEY = 0x5A31
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -80,12 +80,17 @@ def parse_fix(text: str, space: LatentSpace) -> tuple[str, int, float]:
     raise ValueError(f"--fix {text}: unknown code {name!r}; codes: {_codes_text(space)}")
 
 
-def parse_sweep(text: str, space: LatentSpace) -> tuple[int, float, float, int]:
-    """'c2=-2:2:10' -> (continuous index, -2.0, 2.0, 10)."""
+def parse_sweep(text: str, space: LatentSpace) -> tuple[str, int, torch.Tensor]:
+    """'c2=-2:2:10' -> ('cont', continuous index, the 10 values from -2 to 2);
+    'c1=all' -> ('cat', categorical index, every class 0..K-1)."""
     name, value = _split(text, "--sweep", "c2=-2:2:10")
     if name in space.cat_names:
-        raise ValueError(f"--sweep {text}: {name} is categorical; sweep a continuous code "
-                         f"({', '.join(space.cont_names) or 'none'}) or use --fix {name}=K")
+        i = space.cat_names.index(name)
+        if value != "all":
+            raise ValueError(f"--sweep {text}: {name} is categorical; sweep all its "
+                             f"{space.categorical[i]} classes with --sweep {name}=all, or "
+                             f"fix one with --fix {name}=K")
+        return "cat", i, torch.arange(space.categorical[i])
     if name not in space.cont_names:
         raise ValueError(f"--sweep {text}: unknown code {name!r}; codes: {_codes_text(space)}")
     parts = value.split(":")
@@ -99,7 +104,7 @@ def parse_sweep(text: str, space: LatentSpace) -> tuple[int, float, float, int]:
     if not (2 <= steps <= MAX_IMAGES and abs(a) <= FLOAT32_MAX and abs(b) <= FLOAT32_MAX):
         raise ValueError(f"--sweep {text}: STEPS must be >= 2 (at most {MAX_IMAGES}) and the "
                          f"ends finite, within float32 (|v| <= {FLOAT32_MAX:.3g})")
-    return space.cont_names.index(name), a, b, steps
+    return "cont", space.cont_names.index(name), torch.linspace(a, b, steps)
 
 
 def build_latents(
@@ -118,16 +123,18 @@ def build_latents(
         latent = space.sample(n, gen)
         nrow = max(1, math.ceil(math.sqrt(n)))
     else:
-        j, a, b, steps = parse_sweep(sweep, space)
-        if any(kind == "cont" and i == j for kind, i, _ in parsed):
-            raise ValueError(f"--sweep {sweep}: {space.cont_names[j]} is also given to --fix")
+        kind, j, values = parse_sweep(sweep, space)
+        if (kind, j) in seen:
+            raise ValueError(f"--sweep {sweep}: {_split(sweep, '--sweep', '')[0]} is also "
+                             "given to --fix")
+        steps = len(values)
         rows = n // steps
         if rows < 1:
             raise ValueError(f"--n {n} is less than the {steps} steps of --sweep {sweep}: "
                              f"use --n {steps} or more (rows = n // steps)")
         base = space.sample(rows, gen)
         latent = base[[r for r in range(rows) for _ in range(steps)]]
-        latent.cont[:, j] = torch.linspace(a, b, steps).repeat(rows)
+        (latent.cat if kind == "cat" else latent.cont)[:, j] = values.repeat(rows)
         nrow = steps
     for kind, i, v in parsed:
         if kind == "cat":
@@ -150,7 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fix", action="append", default=[], metavar="CODE=VALUE",
                    help="fix a code for every image: c1=3 (class) or c2=0.5 (value); repeatable")
     p.add_argument("--sweep", action="append", default=[], metavar="CODE=A:B:STEPS",
-                   help="sweep a continuous code over the columns, e.g. c2=-2:2:10 (once)")
+                   help="sweep a code over the columns, e.g. c2=-2:2:10 or c1=all (once)")
     p.add_argument("--n", type=int, default=64,
                    help=f"number of images (default 64, at most {MAX_IMAGES})")
     p.add_argument("--nrow", type=int, default=None,
@@ -184,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     latent, nrow = build_latents(loaded.space, args.n, seed, args.fix, sweep)
     images = _render(loaded.G, loaded.space, latent)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, out, nrow=args.nrow or nrow, padding=1)
+    save_grid(images, out, nrow=args.nrow or nrow, padding=1)
     rows = math.ceil(len(images) / (args.nrow or nrow))
     print(f"wrote {out}: {len(images)} images, {rows} x {args.nrow or nrow} "
           f"({loaded.generator_file})")

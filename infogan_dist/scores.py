@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .data import to_float
@@ -39,6 +38,9 @@ def unsupervised_accuracy(
     surplus categories (or labels) stay unmatched and count as errors.
     mapping[k] is the label of category k, or None when it is unmatched.
     """
+    # imported here: scipy.optimize costs seconds, and the trainer imports this module
+    from scipy.optimize import linear_sum_assignment
+
     pred = np.asarray(pred, dtype=np.int64).reshape(-1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if pred.shape != labels.shape:

@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
-APT_PACKAGES="dataset-fashion-mnist slurm-wlm munge nginx-light"  # nginx: HTTP shard tests
+# nginx: the HTTP shard tests; chromium: the browser test of `infogan explore` (Playwright
+# drives this one: `playwright install` and its browser download are never needed)
+APT_PACKAGES="dataset-fashion-mnist slurm-wlm munge nginx-light chromium"
 
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
