@@ -55,7 +55,7 @@ docs: setup
 
 # docs/reference/config.md's tables, generated from the schema (test_docs.py fails when stale)
 docs-reference: setup
-	$(PY) -m infogan_dist.config.reference --write docs/reference/config.md
+	$(PY) -m infogan_dist.reference --write docs/reference/config.md
 
 # The whole GPU verification (issue 15; docs/gpu-check.md): at most 8 minutes on one
 # CUDA GPU, report in $(OUT)/gpu-check.{json,md}; without CUDA a CPU self-test, exit 0.

@@ -36,7 +36,8 @@ from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E40
 
 from infogan_dist import redact  # noqa: E402
 from infogan_dist.checkpoint import CheckpointError  # noqa: E402
-from infogan_dist.config import ConfigError, load_config  # noqa: E402
+from infogan_dist.choices import load_config  # noqa: E402
+from infogan_dist.config import ConfigError  # noqa: E402
 from infogan_dist.config.load import dump_config  # noqa: E402
 from infogan_dist.data import ShardError  # noqa: E402
 from infogan_dist.guard import TrainingFailed  # noqa: E402

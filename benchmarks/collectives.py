@@ -152,7 +152,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from infogan_dist.config import load_config
+    from infogan_dist.choices import load_config
     from infogan_dist.data import read_index
     from infogan_dist.trainer import Trainer
 
@@ -181,7 +181,7 @@ def worker(args: argparse.Namespace) -> None:
 
 # --- the launcher ---------------------------------------------------------------------
 def launch(args: argparse.Namespace, tmp: Path) -> dict[int, dict]:
-    from infogan_dist.config import load_config
+    from infogan_dist.choices import load_config
 
     cfg = load_config(args.config, args.overrides)
     global_batch = 2 * args.batch_per_rank if args.batch_per_rank else cfg.train.global_batch_size

@@ -38,7 +38,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from infogan_dist import augment  # noqa: E402
-from infogan_dist.config import Config, load_config  # noqa: E402
+from infogan_dist.choices import load_config  # noqa: E402
+from infogan_dist.config import Config  # noqa: E402
 from infogan_dist.latent import Latent, LatentSpace  # noqa: E402
 from infogan_dist.losses import ADVERSARIAL  # noqa: E402
 from infogan_dist.models import build_models  # noqa: E402

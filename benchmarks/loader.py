@@ -25,7 +25,7 @@ import time
 import torch
 
 from infogan_dist.config import DataConfig
-from infogan_dist.data import open_source, read_index, remote
+from infogan_dist.data import open_source, read_index, stores
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     cfg = DataConfig(shards=args.shards, mode=args.mode, num_workers=args.workers,
                      shuffle_buffer=args.shuffle_buffer, cache_dir=args.cache_dir,
                      s3_endpoint_url=args.s3_endpoint_url)
-    remote.configure(cfg)
+    stores.configure(cfg)
     index = read_index(args.shards)
     t0 = time.perf_counter()
     source = open_source(cfg, index, rank=0, world_size=1, global_batch=args.batch, seed=0,

@@ -69,7 +69,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from infogan_dist.checkpoint import list_checkpoints  # noqa: E402
-from infogan_dist.config import load_config  # noqa: E402
+from infogan_dist.choices import load_config  # noqa: E402
 
 THRESHOLD = 0.95
 

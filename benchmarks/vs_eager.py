@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.eager_loop import EagerLoop  # noqa: E402
-from infogan_dist.config import load_config  # noqa: E402
+from infogan_dist.choices import load_config  # noqa: E402
 from infogan_dist.data import read_index  # noqa: E402
 from infogan_dist.trainer import Trainer  # noqa: E402
 

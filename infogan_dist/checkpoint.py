@@ -34,13 +34,13 @@ import torch
 from torch import nn
 
 from . import faults, ranks, runlock
+from .choices import config_from_dict
 from .config import (
     CheckpointConfig,
     Config,
     ConfigError,
     LatentConfig,
     ModelConfig,
-    config_from_dict,
 )
 from .config import resume_conflicts as _conflicts
 from .config.schema import best_direction

@@ -40,7 +40,7 @@ import torch
 from . import redact
 from .checkpoint import check_files, load_for_inference, pick_device, read_config, read_holds
 from .config.schema import MAX_FID_SAMPLES
-from .data import remote
+from .data import stores
 from .data.labelled import eval_shards, load_labelled
 from .latent import LatentSpace
 from .scores import EVAL_SAMPLES, score_codes
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{path / 'config.yaml'} names the evaluation shards {spec}, whose "
                          "credentials were masked when it was written; pass --data with the "
                          "full URL")
-    remote.configure(cfg.data)  # s3 endpoint, node cache, retry window of the run's config
+    stores.configure(cfg.data)  # s3 endpoint, node cache, retry window of the run's config
     if latent.categorical:
         images, labels, num_labels = load_labelled(spec, args.limit)
         if list(images.shape[1:]) != shape:

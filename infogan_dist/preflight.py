@@ -10,8 +10,9 @@ import torch
 
 from . import checkpoint as ckpt
 from . import redact
+from .choices import check_choices
 from .config import Config, ConfigError
-from .data import ShardIndex, read_index, remote
+from .data import ShardIndex, read_index, stores
 from .data.shards import INDEX_NAME
 from .data.stream import check_split
 from .models import check_shape
@@ -113,6 +114,7 @@ def check_not_masked(cfg: Config) -> None:
 
 
 def preflight(cfg: Config) -> ShardIndex:
+    check_choices(cfg)  # a Config built in code, not loaded by choices.load_config, too
     cfg.check_world_size(launched_world_size())
     check_not_masked(cfg)
     check_keep_best(cfg)
@@ -125,7 +127,7 @@ def preflight(cfg: Config) -> ShardIndex:
             "train.precision=fp16 needs a CUDA GPU (on a CPU Accelerate would silently train "
             "in fp32); use train.precision=bf16 or no"
         )
-    remote.configure(cfg.data)  # endpoint, cache, retry window for every read below
+    stores.configure(cfg.data)  # endpoint, cache, retry window for every read below
     index = read_index(cfg.data.shards)
     if cfg.data.mode == "stream":
         world_size = launched_world_size()

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -50,8 +52,6 @@ class Registry(Generic[T]):
     def __getitem__(self, name: str) -> T:
         """The entry; ConfigError (one line, naming the key) for an unregistered name."""
         if name not in self._entries:
-            from .config import ConfigError
-
             raise ConfigError(
                 f"config key {self.key}: bad value {name!r}; registered: {', '.join(self._entries)}"
             )

@@ -1,5 +1,7 @@
 """Reading a config: a YAML file, then `section.key=value` overrides, each value checked
-against the schema's type (converted where lossless), then `Config.validate()`.
+against the schema's type (converted where lossless), then `Config.validate()`. Choice
+keys (model.arch, ...) are checked against their registries above this package, by
+`infogan_dist.choices.load_config`, which entry points use.
 
 YAML quirks handled here: 1.1 reads off/no/on/yes as booleans (mapped back for choice
 fields) and `1e-3` as a string (read as a float for float fields); a key given twice in
@@ -17,7 +19,8 @@ from typing import Any, Literal
 import yaml
 
 from .. import redact
-from .schema import Config, ConfigError
+from ..errors import ConfigError
+from .schema import Config
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -143,7 +146,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """YAML file, then overrides, then validation. Raises ConfigError with a one-line message."""
+    """YAML file, then overrides, then validation of everything but the choice keys
+    (infogan_dist.choices.load_config adds those). Raises ConfigError (one line)."""
     cfg = Config()
     if path is not None:
         path = Path(path)

@@ -7,6 +7,10 @@ stream: webdataset over the shards each epoch, split by rank and worker; resumab
 Both yield (uint8 images [b, C, H, W], int64 labels [b] or None) batches forever and have
 `state_dict()` / `load_state_dict(states_of_all_ranks)`.
 
+The shard layer (shards.py, tar.py, memory.py, stream.py, labelled.py, prepare.py) reads
+bytes from the stores below it (stores/: local files, S3, HTTP(S), node cache,
+read-ahead) and knows nothing of where they come from.
+
 SOURCES maps `data.mode` to a factory `(data_cfg, index, rank=, world_size=,
 global_batch=, seed=, device=) -> source`; a new mode is a module here and one line.
 """
@@ -20,7 +24,7 @@ import torch
 
 from ..config import DataConfig
 from ..registry import Registry
-from . import remote
+from . import stores
 from .memory import MemorySource
 from .shards import ShardError, ShardIndex, decode_all, read_index
 from .stream import StreamSource
@@ -34,7 +38,7 @@ __all__ = [
     "decode_all",
     "open_source",
     "read_index",
-    "remote",
+    "stores",
     "to_float",
 ]
 
@@ -57,7 +61,7 @@ def open_source(
     device: torch.device | str = "cpu",
 ) -> MemorySource | StreamSource:
     """The source `data_cfg.mode` asks for. Stream batches stay on the CPU (move them)."""
-    remote.configure(data_cfg)  # remote shards: endpoint, node cache, retry window
+    stores.configure(data_cfg)  # remote shards: endpoint, node cache, retry window
     return SOURCES[data_cfg.mode](data_cfg, index, rank=rank, world_size=world_size,
                                   global_batch=global_batch, seed=seed, device=device)
 

@@ -29,7 +29,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from . import remote
+from . import stores
 from .shards import INDEX_FORMAT, INDEX_NAME
 
 IDX_IMAGES, IDX_LABELS = 2051, 2049  # magic numbers of ubyte IDX with 3 and 1 dimensions
@@ -94,18 +94,19 @@ def write_shards(
         raise ValueError(f"{len(labels)} labels for {n} images")
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
-    if remote.is_remote(str(out_dir)):  # s3://bucket/prefix: write here, upload, index last
+    if stores.is_remote(str(out_dir)):  # s3://bucket/prefix: write here, upload, index last
         url = str(out_dir).rstrip("/")
-        if not url.startswith("s3://"):
-            raise ValueError(f"--out {remote.redact(url)}: only s3:// (or a local directory) "
+        if not stores.writable(url):
+            raise ValueError(f"--out {stores.redact(url)}: only "
+                             f"{', '.join(stores.writable_schemes())} (or a local directory) "
                              "can be written; copy a local shard directory to an HTTP server "
                              "with its own tools")
-        remote.delete(remote.join(url, INDEX_NAME))  # unfinished from here until the end
+        stores.delete(stores.join(url, INDEX_NAME))  # unfinished from here until the end
         with tempfile.TemporaryDirectory(prefix="infogan-prepare-") as tmp:
             index = write_shards(images, labels, tmp, shard_size, source, num_classes)
             for shard in index["shards"]:
-                remote.upload(os.path.join(tmp, shard["name"]), remote.join(url, shard["name"]))
-            remote.upload(os.path.join(tmp, INDEX_NAME), remote.join(url, INDEX_NAME))
+                stores.upload(os.path.join(tmp, shard["name"]), stores.join(url, shard["name"]))
+            stores.upload(os.path.join(tmp, INDEX_NAME), stores.join(url, INDEX_NAME))
         return index
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

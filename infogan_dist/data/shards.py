@@ -5,20 +5,20 @@ A shard directory (written by `infogan prepare-data`) holds `shard-NNNNNN.tar` f
 plan an epoch without reading data, so the readers check them against the tars.
 
 Safety: webdataset's default decoders unpickle `.pyd`/`.pickle` members, so a shard from
-elsewhere could run code. We never use them: tars are opened here (no `pipe:` URLs through
-`gopen`), split into samples by webdataset's tar iterator, and every member must be an
-image (png/jpg/jpeg) or a label (cls); json is ignored, anything else is refused.
+elsewhere could run code. We never use them: tars are read by data/tar.py (no `pipe:`
+URLs through `gopen`), split into samples by webdataset's grouping, and every member must
+be an image (png/jpg/jpeg) or a label (cls); json is ignored, anything else is refused.
+
+Where the bytes come from (a local file, S3, HTTP, the node cache) is the stores' business
+(data/stores/): this module asks them by path or URL, and names the shard in their errors.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import mmap
 import multiprocessing
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -29,20 +29,19 @@ import braceexpand
 import numpy as np
 import torch
 from PIL import Image
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.tariterators import group_by_keys
 
-from . import ahead, cache, remote
+from ..errors import ShardError
+from . import stores, tar
+from .stores import Corrupt, NotFound, StoreError
+from .tar import FIX as _FIX
+from .tar import one_line as _one_line
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 1
 IMAGE_EXTS = ("png", "jpg", "jpeg")
 ALLOWED_EXTS = frozenset(IMAGE_EXTS + ("cls", "json"))
 _PIL_FORMATS = ["PNG", "JPEG"]  # Image.open tries only these plugins
-_FIX = "rebuild the shards with `infogan prepare-data`"
-
-
-class ShardError(ValueError):
-    """Bad or missing shards. One-line message naming the file (and member) and the fix."""
 
 
 @dataclass
@@ -65,25 +64,28 @@ class ShardIndex:
         return [os.path.basename(p) for p in self.paths]
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e.args[0]) if e.args else type(e).__name__
-    return f"{type(e).__name__}: {' '.join(text.split())}"
+def _named(e: StoreError, what: str = "shard") -> ShardError:
+    """A store's error as the shard layer's, naming what the object was; bytes that are
+    not the index's get the fix."""
+    return ShardError(f"{what} {e}" + (f"; {_FIX}" if isinstance(e, Corrupt) else ""))
 
 
 def _load_index_json(directory: Path | str) -> dict:
     hint = f"run `infogan prepare-data --out {directory} ...` to create it"
-    if remote.is_remote(str(directory)):
-        url = remote.join(str(directory), INDEX_NAME)
+    if stores.is_remote(str(directory)):
+        url = stores.join(str(directory), INDEX_NAME)
         try:
-            data = json.loads(remote.read_bytes(url, what="shard index"))
-        except ShardError as e:
-            if "HTTP 404" in str(e):
-                raise ShardError(f"no {INDEX_NAME} at {remote.redact(url)}; {hint}") from None
-            raise
+            raw = stores.read_bytes(url)
+        except NotFound:
+            raise ShardError(f"no {INDEX_NAME} at {stores.redact(url)}; {hint}") from None
+        except StoreError as e:
+            raise _named(e, "shard index") from None
+        try:
+            data = json.loads(raw)
         except ValueError as e:
-            raise ShardError(f"{remote.redact(url)}: not a valid shard index "
+            raise ShardError(f"{stores.redact(url)}: not a valid shard index "
                              f"({_one_line(e)}); {hint}") from None
-        return _check_index_json(data, remote.redact(url), hint)
+        return _check_index_json(data, stores.redact(url), hint)
     directory = Path(directory)
     if not directory.is_dir():
         raise ShardError(f"shard directory {directory} does not exist; {hint}")
@@ -116,16 +118,16 @@ def read_index(spec: str) -> ShardIndex:
     """`spec`: a directory with index.json (or that file), or a brace pattern of shards in
     one directory (`data/x/shard-{000000..000003}.tar`), which keeps only the listed shards."""
     spec = str(spec)
-    url = remote.is_remote(spec)  # s3://bucket/prefix, http(s)://host/path (remote.py)
+    url = stores.is_remote(spec)  # s3://bucket/prefix, http(s)://host/path, ... (stores/)
     listed: list[str] | None = None
     if "{" in spec or spec.endswith(".tar"):
         listed = list(braceexpand.braceexpand(spec))
-        dirs = {remote.dirname(p) if url else os.path.dirname(p) for p in listed}
+        dirs = {stores.dirname(p) if url else os.path.dirname(p) for p in listed}
         if len(dirs) != 1:
             raise ShardError(f"shard pattern {spec}: all shards must be in one directory")
         directory = dirs.pop() if url else Path(dirs.pop() or ".")
     elif url:
-        directory = remote.dirname(spec) if spec.endswith(INDEX_NAME) else spec.rstrip("/")
+        directory = stores.dirname(spec) if spec.endswith(INDEX_NAME) else spec.rstrip("/")
     else:  # the directory, or its index.json
         directory = Path(spec).parent if spec.endswith(INDEX_NAME) else Path(spec)
     data = _load_index_json(directory)
@@ -148,7 +150,7 @@ def read_index(spec: str) -> ShardIndex:
     sizes = [int(x) for x in sizes] if all(x is not None for x in sizes) else None
     sha = [meta[n].get("sha256") for n in names]
     if url:
-        paths = [remote.join(directory, n) for n in names]
+        paths = [stores.join(directory, n) for n in names]
         _check_remote_shards(paths, sizes)
     else:
         paths = [str(directory / n) for n in names]
@@ -172,17 +174,20 @@ def read_index(spec: str) -> ShardIndex:
 
 
 def _check_remote_shards(urls: list[str], sizes: list[int] | None) -> None:
-    """Every shard exists (and has the index's size): one LIST per 1000 shards on S3,
-    parallel HEADs on HTTP. Run by preflight, so a missing or short upload costs exit 2
-    before any process group starts."""
-    found = remote.sizes(urls)
+    """Every shard exists (and has the index's size), asked of their store at once (S3
+    lists, HTTP asks in parallel). Run by preflight, so a missing or short upload costs
+    exit 2 before any process group starts."""
+    try:
+        found = stores.sizes(urls)
+    except StoreError as e:
+        raise _named(e) from None
     for j, u in enumerate(urls):
         n = found.get(u)
         if n is None:
-            raise ShardError(f"shard {remote.redact(u)} is listed in the index but missing "
+            raise ShardError(f"shard {stores.redact(u)} is listed in the index but missing "
                              f"(HTTP 404); upload it or {_FIX}")
         if sizes is not None and n >= 0 and n != sizes[j]:
-            raise ShardError(f"shard {remote.redact(u)} is {n} bytes but the index says "
+            raise ShardError(f"shard {stores.redact(u)} is {n} bytes but the index says "
                              f"{sizes[j]} (truncated or replaced upload); {_FIX}")
 
 
@@ -261,152 +266,6 @@ def _decode_sample(
     return image, label
 
 
-_META = re.compile(r"__[^/]*__($|/)")  # webdataset skips such members; so do we
-
-
-def _ustar_member(header) -> tuple[str, int] | None:
-    """(name, size) of a plain ustar file header (what ShardWriter writes); None for
-    anything else (pax or GNU headers, links, a bad checksum): tarfile handles those."""
-    if header[257:262] != b"ustar" or header[156:157] not in (b"0", b"\0"):
-        return None
-    stored = int(header[148:156].split(b"\0")[0].strip() or b"-1", 8)
-    if stored != sum(header[:148]) + 256 + sum(header[156:]):
-        return None  # tarfile also knows the old signed checksum, or reports the damage
-    size = int(header[124:136].split(b"\0")[0].strip() or b"0", 8)
-    name = header[:100].split(b"\0")[0].decode()
-    prefix = header[345:500].split(b"\0")[0].decode()
-    return (f"{prefix}/{name}" if prefix else name), size
-
-
-def _plain_tar_layout(buf: mmap.mmap | bytes, path: str) -> list[tuple[str, int, int]] | None:
-    """(name, offset, size) of the members of a plain ustar archive, parsed about 10x
-    faster than tarfile's Python header parsing. None for anything else: the caller then
-    uses tarfile."""
-    members, pos, end = [], 0, len(buf)
-    while pos + 512 <= end:
-        header = buf[pos : pos + 512]
-        if header.count(0) == 512:
-            return members  # end-of-archive marker
-        member = _ustar_member(header)
-        if member is None:
-            return None
-        name, size = member
-        if pos + 512 + size > end:
-            raise ShardError(f"shard {path}: truncated at member {name}; {_FIX}")
-        if not _META.match(name):
-            members.append((name, pos + 512, size))
-        pos += 512 + -(-size // 512) * 512
-    raise ShardError(f"shard {path}: truncated tar (no end-of-archive marker); {_FIX}")
-
-
-def _tar_members(path: str, size: int | None = None, sha256: str | None = None,
-                 then: str | None = None) -> Iterator[dict]:
-    """{fname, data, __url__} per member, as webdataset's tar_file_expander yields them.
-    `path` may be a URL: through the node cache if data.cache_dir is set, else streamed
-    (`then`: the path read next, asked for ahead)."""
-    if remote.is_remote(path):
-        opts = remote.options()
-        if not opts.cache_dir:
-            yield from _remote_members(path, size, sha256, then)
-            return
-        opened = cache.open_cached(path, size, sha256, opts.cache_dir, opts.cache_max_bytes)
-        sha256 = None  # checked by the cache fill
-    else:
-        opened = open(path, "rb")
-    with opened as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            raise ShardError(f"shard {path}: empty file; {_FIX}")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            if sha256 is not None:
-                _check_sha256(path, hashlib.sha256(buf).hexdigest(), sha256)
-            layout = _plain_tar_layout(buf, path)
-            if layout == []:
-                raise ShardError(f"shard {path}: an empty tar (no members); {_FIX}")
-            if layout is not None:
-                for name, start, size in layout:
-                    yield {"fname": name, "data": buf[start : start + size], "__url__": path}
-                return
-        yield from tar_file_expander([{"url": path, "stream": f}])
-
-
-def _check_sha256(path: str, digest: str, expected: str) -> None:
-    if digest != expected:
-        where = remote.redact(path) if remote.is_remote(path) else path
-        raise ShardError(f"shard {where}: sha256 {digest[:12]}... differs from the index's "
-                         f"{expected[:12]}... (corrupt or replaced); {_FIX}")
-
-
-class _Prepend:
-    """A stream with some bytes put back in front (for tarfile after a peeked header)."""
-
-    def __init__(self, head: bytes, stream):
-        self.head, self.stream = head, stream
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            out, self.head = (self.head, b"") if n < 0 else (self.head[:n], self.head[n:])
-            return out
-        return self.stream.read(n)
-
-
-def _remote_members(url: str, size: int | None, sha256: str | None, then: str | None = None
-                    ) -> Iterator[dict]:
-    """Members of a shard at a URL, parsed while its body streams in (one GET, resumed by
-    Range after a fault). The body arrives in CHUNK-sized pieces into a window that is
-    parsed like a local file (headers and members sliced out of it, no read call per
-    member). The sha256 is checked at the end: memory mode has then not used any sample
-    yet; stream mode stops at the end of a corrupt shard. `then`: the URL read next; its
-    GET is sent once this body has all arrived (data/ahead.py)."""
-    where = remote.redact(url)
-    with remote.RemoteReader(url, size, answer=ahead.take(url, size)) as r:
-        buf, pos = b"", 0  # bytes, not a bytearray: a slice of it is the member, one copy
-
-        def have(n: int) -> bool:  # n bytes from pos in the window, fetching as needed
-            nonlocal buf, pos, then
-            if len(buf) - pos >= n:
-                return True
-            parts = [buf[pos:]]  # what was parsed already leaves the window
-            got, pos = len(parts[0]), 0
-            while got < n:
-                chunk = r.read(remote.CHUNK)
-                if not chunk:
-                    break
-                parts.append(chunk)
-                got += len(chunk)
-                if then and r.fetched == r.size:
-                    ahead.ask(then)  # the server starts on it while this window is parsed
-                    then = None
-            buf = b"".join(parts)
-            return got >= n
-
-        while True:
-            if not have(512):
-                if r.pos == 0:
-                    raise ShardError(f"shard {where}: empty file; {_FIX}")
-                raise ShardError(f"shard {where}: truncated tar (no end-of-archive marker); "
-                                 f"{_FIX}")
-            header = buf[pos : pos + 512]
-            if not header[0] and header.count(0) == 512:  # a member's name is never empty
-                r.readall()  # the end-of-archive padding, so the digest covers the file
-                break
-            member = _ustar_member(header)
-            if member is None:  # pax/GNU headers or links: tarfile reads the rest
-                rest = _Prepend(buf[pos:], r)
-                yield from tar_file_expander([{"url": where, "stream": rest}])
-                r.readall()
-                break
-            name, n = member
-            span = 512 + -(-n // 512) * 512  # header, member, padding to a 512-byte block
-            if not have(span):
-                raise ShardError(f"shard {where}: truncated at member {name}; {_FIX}")
-            data = buf[pos + 512 : pos + 512 + n]
-            pos += span
-            if not _META.match(name):
-                yield {"fname": name, "data": data, "__url__": where}
-        if sha256 is not None:
-            _check_sha256(url, r.sha256.hexdigest(), sha256)
-
-
 def iter_shard(index: ShardIndex, i: int, then: int | None = None
                ) -> Iterator[tuple[np.ndarray, int]]:
     """Decoded (image uint8 CHW, label or -1) of shard i, in file order. Checks the count.
@@ -416,13 +275,15 @@ def iter_shard(index: ShardIndex, i: int, then: int | None = None
     sha = index.sha256[i] if index.sha256 is not None else None
     following = index.paths[then] if then is not None else None
     try:
-        for sample in group_by_keys(_tar_members(path, size, sha, following)):
+        for sample in group_by_keys(tar.members(path, size, sha, following)):
             n += 1
             if n > index.counts[i]:
                 break
             yield _decode_sample(sample, path, index.image_shape, index.has_labels)
     except ShardError:
         raise
+    except StoreError as e:  # the bytes could not be read as the index says
+        raise _named(e) from None
     except Exception as e:  # tarfile/OS errors of a truncated or corrupt file
         raise ShardError(f"shard {path}: unreadable tar ({_one_line(e)}); {_FIX}") from None
     if n != index.counts[i]:

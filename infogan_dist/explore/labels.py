@@ -26,7 +26,7 @@ def compute(entry: Entry, device: torch.device, images: int) -> dict[str, Any]:
     """{"status": "ready", "data", "images", "codes": {name: {"mapping", "accuracy"}}}, or
     {"status": "none", "reason"} when the run has no labelled data to say it."""
     from ..checkpoint import load_for_inference, read_config
-    from ..data import remote
+    from ..data import stores
     from ..data.labelled import eval_shards, load_labelled
     from ..scores import predict_real, unsupervised_accuracy
 
@@ -35,7 +35,7 @@ def compute(entry: Entry, device: torch.device, images: int) -> dict[str, Any]:
     cfg = read_config(entry.path)
     spec = eval_shards(cfg)
     try:
-        remote.configure(cfg.data)
+        stores.configure(cfg.data)
         x, y, num_labels = load_labelled(spec, images)
     except Exception as e:  # missing, unlabelled or unreachable shards: said on the page
         return {"status": "none", "reason": f"data.eval_shards {spec}: {_one_line(e)}"}

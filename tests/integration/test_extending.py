@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from infogan_dist.config import ConfigError, load_config
+from infogan_dist.choices import load_config
+from infogan_dist.config import ConfigError
 from infogan_dist.data import read_index
 from infogan_dist.terms import LossTerm, View, register_term
 from tests.helpers import ROOT, make_shards, metrics

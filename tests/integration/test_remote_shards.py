@@ -20,7 +20,9 @@ import torch
 from safetensors.torch import load_file
 
 from infogan_dist.config import DataConfig
-from infogan_dist.data import ShardError, StreamSource, cache, decode_all, read_index, remote
+from infogan_dist.data import ShardError, StreamSource, decode_all, read_index
+from infogan_dist.data import stores as remote
+from infogan_dist.data.stores import cache
 from tests.helpers import ROOT, launch_env, make_shards, train, train_cmd
 from tests.remote_servers import (
     BUCKET,
@@ -115,7 +117,7 @@ def test_members_across_chunk_edges_and_tarfile_formats(shards, http, aws_env, m
     """The remote parser slices members out of a window of CHUNK-sized reads: with a
     300-byte CHUNK every header and most members straddle a chunk edge, and a header plus
     member is more than one chunk; a pax-format shard (another tool's) goes to tarfile."""
-    from infogan_dist.data import shards as shard_reader
+    from infogan_dist.data import tar as shard_reader
 
     monkeypatch.setattr(remote, "CHUNK", 300)
     tarfile_reads = []  # the fallback would also read plain shards right, only slower
@@ -171,7 +173,8 @@ def test_next_shard_is_asked_for_ahead(server, shards, s3, s3_url, http, aws_env
     """Stream mode sends shard k+1's GET once shard k's body has arrived (data/ahead.py):
     every shard after the first opens on an answer already requested, and still each
     shard crosses the network once (the proxy counts the GETs), with the same samples."""
-    from infogan_dist.data import ahead, stream
+    from infogan_dist.data import stream
+    from infogan_dist.data.stores import ahead
 
     proxy, url = _behind_proxy(server, s3, s3_url, http, monkeypatch)
     taken = []

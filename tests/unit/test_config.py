@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from infogan_dist.config import ConfigError, frozen_differences, load_config
+from infogan_dist.choices import load_config
+from infogan_dist.config import ConfigError, frozen_differences
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -138,3 +139,17 @@ def test_train_without_arguments_names_the_command_that_makes_its_data(tmp_path)
     dry = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dry-run"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert dry.returncode == 0 and "name: fashion_mnist" in dry.stdout
+
+
+def test_every_choice_key_has_its_registry_in_choices():
+    """choices.py checks each schema field made with choice(...) against one registry; the
+    field's metadata says where that registry is defined, and it is the same object."""
+    import importlib
+
+    from infogan_dist.choices import REGISTRIES, choice_fields
+
+    fields = dict(choice_fields())
+    assert sorted(fields) == sorted(REGISTRIES)
+    for key, f in fields.items():
+        module, name = f.metadata["registry"].split(":")
+        assert getattr(importlib.import_module(module), name) is REGISTRIES[key], key

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from infogan_dist.config import reference
+from infogan_dist import reference
 from tests.helpers import ROOT
 
 

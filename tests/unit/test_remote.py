@@ -10,7 +10,9 @@ import time
 import pytest
 
 from infogan_dist.config import DataConfig
-from infogan_dist.data import ShardError, cache, decode_all, read_index, remote
+from infogan_dist.data import ShardError, decode_all, read_index
+from infogan_dist.data import stores as remote
+from infogan_dist.data.stores import cache
 from tests.helpers import make_shards
 
 
@@ -93,7 +95,7 @@ def test_cache_eviction_is_least_recently_used(tmp_path):
 def test_a_missing_cache_file_is_not_usable_even_without_a_recorded_size(tmp_path):
     """An index from before shard sizes were recorded (size None): the cache must still
     fetch a shard it does not hold (found by benchmarks/remote.py: every open failed)."""
-    from infogan_dist.data import cache
+    from infogan_dist.data.stores import cache
 
     assert not cache._usable(tmp_path / "absent.tar", None)
     assert not cache._usable(tmp_path / "absent.tar", 10)

@@ -1,12 +1,13 @@
-"""Asking for the next remote shard before it is needed, without a thread.
+"""Asking for the next remote object before it is needed, without a thread, as a store in
+front of a RemoteStore: `Ahead(inner).open(url, size, sha256, then)`.
 
 A stream-mode reader spends the server's time to first byte (a round trip, and on S3 the
 request's authentication and the object lookup: about 4-6 ms per shard from SeaweedFS on
 loopback, tens of ms from a real bucket) waiting, decoding nothing. When the body of
-shard k has all arrived, the reader still has up to one CHUNK of it to decode; `ask`
-writes the GET for shard k+1 on a connection of its own at that moment and returns, so
-the server works while shard k is decoded, and `take` later finds the answer's headers
-(and the first bytes) already in the socket.
+object k has all arrived, the reader still has up to one CHUNK of it to decode; `ask`
+writes the GET for object k+1 (`then`) on a connection of its own at that moment and
+returns, so the server works while object k is decoded, and `take` later finds the
+answer's headers (and the first bytes) already in the socket.
 
 No thread: a thread in this process would wait for the GIL after every recv while the
 main thread decodes (measured slower, docs/benchmarks/2026-11-30-remote-shards.md).
@@ -15,8 +16,8 @@ Only an optimization: `take` hands over a body only for a 200 answer of the expe
 length; anything else (an error status, a reset, a timeout) is dropped silently and the
 reader opens the URL as usual, with its retries and one-line errors. A fault in the
 middle of a body taken from here is Transient, so the reader resumes it by Range as any
-other. S3 requests are presigned by the process's botocore client (the standard
-credential chain); the signed URL never leaves this module and is never logged.
+other. The GET goes to the store's `http_url` (S3: presigned by the process's botocore
+client); the signed URL never leaves this module and is never logged.
 """
 
 from __future__ import annotations
@@ -27,19 +28,12 @@ import os
 import ssl
 from urllib.parse import urlsplit
 
-from . import remote
+from .base import Transient, Wrapper, options
+from .network import Body, Reader, RemoteStore
 
 _Host = tuple[int, str, str, int | None]  # pid, scheme, host, port
 _pending: dict[tuple[int, str], tuple[http.client.HTTPConnection, _Host]] = {}
 _idle: dict[_Host, http.client.HTTPConnection] = {}
-
-
-def _signed(url: str) -> str:
-    if not url.startswith("s3://"):
-        return url
-    bucket, key = remote._bucket_key(url)
-    return remote._s3_client().generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600)
 
 
 @functools.cache
@@ -54,7 +48,7 @@ def _ssl_context() -> ssl.SSLContext:  # loading the CA bundle costs ms: once pe
 
 def _new_connection(host: _Host) -> http.client.HTTPConnection:
     _, scheme, name, port = host
-    timeout = remote.options().connect_timeout_s  # read_timeout_s once connected (_send)
+    timeout = options().connect_timeout_s  # read_timeout_s once connected (_send)
     if scheme == "https":
         return http.client.HTTPSConnection(name, port, timeout=timeout, context=_ssl_context())
     return http.client.HTTPConnection(name, port, timeout=timeout)
@@ -65,20 +59,23 @@ def _send(conn: http.client.HTTPConnection, target: str) -> bool:
     that fails."""
     try:
         conn.request("GET", target, headers={"Accept-Encoding": "identity"})
-        conn.sock.settimeout(remote.options().read_timeout_s)
+        conn.sock.settimeout(options().read_timeout_s)
         return True
     except Exception:
         conn.close()
         return False
 
 
-def ask(url: str) -> None:
+def ask(store: RemoteStore, url: str) -> None:
     """Send a GET for the whole object at `url` and return without waiting for the answer.
     At most one request is pending per process: an earlier one nobody took is dropped."""
     for key in [k for k in _pending if k[0] == os.getpid()]:
         _pending.pop(key)[0].close()
     try:
-        parts = urlsplit(_signed(url))
+        plain = store.http_url(url)
+        if plain is None:
+            return
+        parts = urlsplit(plain)
     except Exception:  # the reader will open it as usual (and name the cause)
         return
     host = (os.getpid(), parts.scheme, parts.hostname or "", parts.port)
@@ -91,21 +88,19 @@ def ask(url: str) -> None:
     _pending[(os.getpid(), url)] = (conn, host)
 
 
-class _Answer:
-    """A body taken from here, with the interface of remote._Body."""
-
-    skip = 0
+class _Answer(Body):
+    """A body taken from here."""
 
     def __init__(self, conn: http.client.HTTPConnection, response, host: _Host):
         self.conn, self.response, self.host = conn, response, host
         self.length = int(response.getheader("Content-Length"))
         self.etag = response.getheader("ETag")
 
-    def read(self, n: int) -> bytes:
+    def _read(self, n: int) -> bytes:
         try:
             return self.response.read(n)
         except Exception as e:  # IncompleteRead, resets, timeouts: the reader resumes
-            raise remote.Transient(type(e).__name__) from None
+            raise Transient(type(e).__name__) from None
 
     def close(self) -> None:
         if self.response.isclosed():  # read to the end: the connection can serve again
@@ -118,7 +113,7 @@ class _Answer:
 
 
 def take(url: str, size: int | None) -> _Answer | None:
-    """The answer to an earlier `ask(url)` if it is a 200 of `size` bytes, else None."""
+    """The answer to an earlier `ask(..., url)` if it is a 200 of `size` bytes, else None."""
     pending = _pending.pop((os.getpid(), url), None)
     if pending is None:
         return None
@@ -132,3 +127,18 @@ def take(url: str, size: int | None) -> _Answer | None:
         pass
     conn.close()
     return None
+
+
+class Ahead(Wrapper):
+    """`inner`'s objects, each opened on the answer asked for when the one before it had
+    arrived (`then`: the URL the caller reads next)."""
+
+    inner: RemoteStore
+
+    def __init__(self, inner: RemoteStore):
+        super().__init__(inner)
+
+    def open(self, url: str, size: int | None = None, sha256: str | None = None,
+             then: str | None = None) -> Reader:
+        on_end = functools.partial(ask, self.inner, then) if then else None
+        return Reader(self.inner, url, size, sha256, first=take(url, size), on_end=on_end)

@@ -1,12 +1,14 @@
-"""Per-node cache of remote shards (`data.cache_dir`, off by default).
+"""Per-node cache of remote objects (`data.cache_dir`, off by default), as a store in
+front of another: `Cached(inner, cache_dir, max_bytes).open(url, size, sha256)` is a local
+file holding the whole, checked object.
 
-Every rank (and DataLoader worker) of a node points at the same directory. A shard is
+Every rank (and DataLoader worker) of a node points at the same directory. An object is
 fetched by one process while the others wait on its lock file (fcntl.flock), so it
 crosses the network at most once per node; the fill goes to a unique temporary name
-(`.NAME.PID.RANDOM.part`), is checked (length, and sha256 when the index has it), and
+(`.NAME.PID.RANDOM.part`), is checked (length, and sha256 when the caller knows it), and
 only then renamed into place with os.replace, which is atomic: a reader sees no file or a
 whole one, never a partial one. A size limit (`data.cache_max_gb`) evicts the least
-recently used shards (file mtime, refreshed on every use) before a new one is added.
+recently used objects (file mtime, refreshed on every use) before a new one is added.
 Put the cache on a node-local disk: flock on network filesystems is not reliable.
 """
 
@@ -17,12 +19,13 @@ import hashlib
 import os
 import secrets
 from pathlib import Path
+from typing import IO
 
-from . import remote
+from .base import CHUNK, STORES, Corrupt, Store, StoreError, Wrapper, redact, scheme
 
 
 def _name(url: str) -> str:
-    clean = remote.redact(url)
+    clean = redact(url)
     return f"{hashlib.sha1(clean.encode()).hexdigest()[:16]}-{clean.rsplit('/', 1)[-1]}"
 
 
@@ -34,7 +37,7 @@ def _touch(path: Path) -> None:
 
 
 def _usable(path: Path, size: int | None) -> bool:
-    """The cached file exists and has the index's size (any size for an index written
+    """The cached file exists and has the expected size (any size for an index written
     before sizes were recorded)."""
     try:
         st = path.stat()
@@ -44,14 +47,16 @@ def _usable(path: Path, size: int | None) -> bool:
 
 
 def fetch(url: str, size: int | None, sha256: str | None, cache_dir: str,
-          max_bytes: int = 0) -> Path:
-    """Local path of the whole, verified shard at `url`, downloading it if needed."""
+          max_bytes: int = 0, store: Store | None = None) -> Path:
+    """Local path of the whole, verified object at `url`, read from `store` (default: the
+    one registered for the URL's scheme) if the cache does not hold it yet."""
     root = Path(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / _name(url)
     if _usable(final, size):
         _touch(final)  # recently used: evicted last
         return final
+    store = store or STORES[scheme(url)]
     with open(root / f".{final.name}.lock", "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process of this node may be filling it
         try:
@@ -60,15 +65,14 @@ def fetch(url: str, size: int | None, sha256: str | None, cache_dir: str,
                 return final
             tmp = root / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
             try:
-                with remote.RemoteReader(url, size) as reader, open(tmp, "wb") as out:
-                    while chunk := reader.read(remote.CHUNK * 8):
+                digest = hashlib.sha256()
+                with store.open(url, size) as reader, open(tmp, "wb") as out:
+                    while chunk := reader.read(CHUNK * 8):
                         out.write(chunk)
-                    digest = reader.sha256.hexdigest()
-                if sha256 and digest != sha256:
-                    raise remote._error(
-                        f"shard {remote.redact(url)}: sha256 {digest[:12]}... differs from "
-                        f"the index's {sha256[:12]}... (corrupt or replaced upload); "
-                        "rebuild the shards with `infogan prepare-data`")
+                        digest.update(chunk)
+                if sha256 and digest.hexdigest() != sha256:
+                    raise Corrupt(url, f"sha256 {digest.hexdigest()[:12]}... differs from the "
+                                       f"index's {sha256[:12]}... (corrupt or replaced upload)")
                 if max_bytes:
                     evict(root, max_bytes, incoming=tmp.stat().st_size)
                 os.replace(tmp, final)  # atomic: readers see all of it or nothing
@@ -80,22 +84,22 @@ def fetch(url: str, size: int | None, sha256: str | None, cache_dir: str,
 
 
 def open_cached(url: str, size: int | None, sha256: str | None, cache_dir: str,
-                max_bytes: int = 0):
+                max_bytes: int = 0, store: Store | None = None) -> IO[bytes]:
     """`fetch`, then open the file: if another process evicted it in between, fetch again
     (an open file survives a later eviction)."""
     for _ in range(3):
-        path = fetch(url, size, sha256, cache_dir, max_bytes)
+        path = fetch(url, size, sha256, cache_dir, max_bytes, store)
         try:
             return open(path, "rb")
         except FileNotFoundError:
             continue
-    raise remote._error(f"shard {remote.redact(url)}: evicted from the cache {cache_dir} "
-                        "as soon as it was filled; raise data.cache_max_gb")
+    raise StoreError(url, f"evicted from the cache {cache_dir} as soon as it was filled; "
+                          "raise data.cache_max_gb")
 
 
 def evict(root: Path, max_bytes: int, incoming: int = 0) -> list[Path]:
-    """Delete least recently used shards until the cache plus `incoming` bytes fit.
-    A process still reading a deleted shard keeps its open file (POSIX semantics)."""
+    """Delete least recently used objects until the cache plus `incoming` bytes fit.
+    A process still reading a deleted object keeps its open file (POSIX semantics)."""
     entries = []
     for p in root.iterdir():
         if p.name.startswith("."):
@@ -114,3 +118,15 @@ def evict(root: Path, max_bytes: int, incoming: int = 0) -> list[Path]:
         total -= n
         removed.append(p)
     return removed
+
+
+class Cached(Wrapper):
+    """`inner`'s objects through the node cache: `open` returns the cached local file."""
+
+    def __init__(self, inner: Store, cache_dir: str, max_bytes: int = 0):
+        super().__init__(inner)
+        self.cache_dir, self.max_bytes = cache_dir, max_bytes
+
+    def open(self, url: str, size: int | None = None, sha256: str | None = None,
+             then: str | None = None) -> IO[bytes]:
+        return open_cached(url, size, sha256, self.cache_dir, self.max_bytes, self.inner)
