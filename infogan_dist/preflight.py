@@ -55,21 +55,44 @@ def check_run_dir(cfg: Config) -> None:
         raise ConfigError(f"{where}: the path is {len(os.fsencode(run_dir))} bytes, too long "
                           f"for the files below it (at most {limit - DEEPEST_S}); {fix}")
     try:
-        probe = run_dir
-        while not os.path.lexists(probe):
-            probe = probe.parent
-        if probe == run_dir and not probe.is_dir():
-            return  # the run directory itself a file or link: checkpoint.readable_root says so
-        if not probe.is_dir():
-            what = "a dangling link" if probe.is_symlink() else "a file"
-            raise ConfigError(f"{where}: {probe} is {what}, not a directory; {fix}")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            readonly = os.statvfs(probe).f_flag & os.ST_RDONLY
-            why = (f"{probe} is on a read-only file system" if readonly
-                   else f"no permission to write in {probe}")
-            raise ConfigError(f"{where} cannot be written: {why}; {fix}")
+        if not (os.path.lexists(run_dir) and not run_dir.is_dir()):  # readable_root says so
+            problem = unwritable(run_dir)
+            if problem:
+                raise ConfigError(f"{where} cannot be written: {problem}; {fix}")
     except OSError as e:  # e.g. a component longer than the file system allows
         raise ConfigError(f"{where}: {e.strerror}; {fix}") from None
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a directory at `path` cannot be written or created (its nearest existing
+    ancestor: read-only, no permission, a file or dangling link on the way), or None.
+    OSError for a path the system refuses outright (too long)."""
+    probe = Path(os.path.abspath(path))
+    while not os.path.lexists(probe):
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is {'a dangling link' if probe.is_symlink() else 'a file'}, not a " \
+               "directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        if os.statvfs(probe).f_flag & os.ST_RDONLY:
+            return f"{probe} is on a read-only file system"
+        return f"no permission to write in {probe}"
+    return None
+
+
+def check_cache_dir(cfg: Config) -> None:
+    """ConfigError when data.cache_dir (used for remote shards) cannot be written: every
+    shard read would fail on it, after the process group started."""
+    if not (cfg.data.cache_dir and stores.is_remote(str(cfg.data.shards))):
+        return
+    try:
+        problem = unwritable(Path(cfg.data.cache_dir))
+    except OSError as e:
+        problem = e.strerror
+    if problem:
+        raise ConfigError(f"data.cache_dir={cfg.data.cache_dir}: the node cache cannot be "
+                          f"written: {problem}; set data.cache_dir to a writable node-local "
+                          "directory, or data.cache_dir= to read without a cache")
 
 
 def check_keep_best(cfg: Config) -> None:
@@ -119,6 +142,7 @@ def preflight(cfg: Config) -> ShardIndex:
     check_not_masked(cfg)
     check_keep_best(cfg)
     check_run_dir(cfg)
+    check_cache_dir(cfg)
     check_not_a_file("data.shards", str(cfg.data.shards))
     if cfg.data.eval_shards:
         check_not_a_file("data.eval_shards", str(cfg.data.eval_shards))
