@@ -41,6 +41,7 @@ from .config import (
     ConfigError,
     LatentConfig,
     ModelConfig,
+    read_yaml,
 )
 from .config import resume_conflicts as _conflicts
 from .config.schema import best_direction
@@ -231,16 +232,28 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def read_config(path: Path) -> Config:
+    """The config a checkpoint was trained with. Its file is untrusted input too: read
+    with the bounds of a config file (config.load: size, UTF-8, alias expansion)."""
     import yaml
 
+    from .config.load import read_config_text
+
+    file = path / "config.yaml"
     try:
-        text = (path / "config.yaml").read_text()
+        with open(file, "rb"):
+            pass
     except OSError as e:
         raise CheckpointError(
-            f"{path / 'config.yaml'} cannot be read ({e.strerror}); every checkpoint holds the "
-            "config it was trained with: restore it, or resume from another checkpoint "
+            f"{file} cannot be read ({e.strerror}); every checkpoint holds the config it was "
+            "trained with: restore it, or resume from another checkpoint "
             "(train.resume=<checkpoints/step-N>)") from None
-    return config_from_dict(yaml.safe_load(text), str(path))
+    try:
+        data = read_yaml(read_config_text(file))
+    except ConfigError as e:
+        raise ConfigError(f"{file} {e}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{file}: not valid YAML") from None
+    return config_from_dict(data, str(path))
 
 
 def resume_conflicts(path: Path, cfg: Config) -> list[str]:
