@@ -13,7 +13,9 @@
 Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config, data or
 checkpoints (one-line error, before any process group starts where possible); 1 training
 diverged past train.nonfinite, a full disk or a file system that refuses writes (one
-line), a collective timed out (one line), or anything else.
+line), a collective timed out (one line), or anything else; 75 (EX_TEMPFAIL) an outage: a
+store (S3, HTTP) stayed unreachable past data.retry_s (one line, and <run dir>/OUTAGE for
+slurm/infogan.sh, which requeues the job).
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E40
 from infogan_dist import redact  # noqa: E402
 from infogan_dist.checkpoint import CheckpointError  # noqa: E402
 from infogan_dist.choices import load_config  # noqa: E402
-from infogan_dist.config import ConfigError  # noqa: E402
+from infogan_dist.config import Config, ConfigError  # noqa: E402
 from infogan_dist.config.load import dump_config  # noqa: E402
 from infogan_dist.data import ShardError  # noqa: E402
+from infogan_dist.errors import EX_TEMPFAIL, Outage  # noqa: E402
 from infogan_dist.guard import TrainingFailed  # noqa: E402
 
 DEFAULT_CONFIG = "configs/fashion_mnist.yaml"
+OUTAGE_FILE = "OUTAGE"  # <run dir>/OUTAGE: the last segment ended in an outage (exit 75)
 # What makes the default recipe's data, for the one-line error when it is missing.
 DEFAULT_DATA_COMMAND = "make data"
 
@@ -75,6 +79,20 @@ def report(e: BaseException | str, kind: str | None = None) -> None:
     message = redact.text(str(e))
     print(f"error: {message}", file=sys.stderr, flush=True)
     record_for_launcher(f"{kind or type(e).__name__}: {message}")
+
+
+def outage(e: Outage, cfg: Config) -> int:
+    """A store stayed unreachable: one line, <run dir>/OUTAGE (what slurm/infogan.sh reads:
+    a launcher turns every worker's status into 1), exit 75."""
+    message = (f"{e}; an outage, not bad input: launch again when the store is back "
+               f"(exit {EX_TEMPFAIL}; slurm/infogan.sh requeues the job by itself)")
+    report(message, "Outage")
+    try:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.run_dir / OUTAGE_FILE).write_text(redact.text(message) + "\n")
+    except OSError:
+        pass  # the run directory is unwritable too: the status still says it
+    return EX_TEMPFAIL
 
 
 def record_for_launcher(message: str) -> None:
@@ -112,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ShardError, CheckpointError) as e:
         report(e)
         return 2
+    except Outage as e:
+        return outage(e, cfg)
     from infogan_dist import runlock
     from infogan_dist.trainer import Trainer
 
@@ -121,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             lock, warnings = runlock.acquire(cfg.run_dir)
             for w in warnings:
                 print(f"warning: {w}", file=sys.stderr, flush=True)
+            (cfg.run_dir / OUTAGE_FILE).unlink(missing_ok=True)  # an earlier segment's
         # ShardError: a bad image or tar met while decoding (memory mode, at start) or
         # streaming (stream mode, any step); one line naming shard and member.
         Trainer(cfg, index).fit()
@@ -130,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailed as e:  # diverged past train.nonfinite, or a full disk
         report(e)
         return 1
+    except Outage as e:  # a store stayed down past data.retry_s (stream mode: any step)
+        return outage(e, cfg)
     except OSError as e:
         # The file system of a write refused it mid-run (full, read-only after an error,
         # a quota, an I/O error): a save already says so itself (TrainingFailed); the

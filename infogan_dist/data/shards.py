@@ -31,9 +31,9 @@ import torch
 from PIL import Image
 from webdataset.tariterators import group_by_keys
 
-from ..errors import ShardError
+from ..errors import Outage, ShardError
 from . import stores, tar
-from .stores import Corrupt, NotFound, StoreError
+from .stores import Corrupt, NotFound, StoreError, Unavailable
 from .tar import FIX as _FIX
 from .tar import one_line as _one_line
 
@@ -64,9 +64,11 @@ class ShardIndex:
         return [os.path.basename(p) for p in self.paths]
 
 
-def _named(e: StoreError, what: str = "shard") -> ShardError:
+def _named(e: StoreError, what: str = "shard") -> ShardError | Outage:
     """A store's error as the shard layer's, naming what the object was; bytes that are
-    not the index's get the fix."""
+    not the index's get the fix; a store that stayed unreachable is an Outage."""
+    if isinstance(e, Unavailable):
+        return Outage(f"{what} {e}")
     return ShardError(f"{what} {e}" + (f"; {_FIX}" if isinstance(e, Corrupt) else ""))
 
 
