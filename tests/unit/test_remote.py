@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -207,3 +208,26 @@ def test_an_unwritable_cache_names_the_cache_not_the_shards(shards, tmp_path):
         f"data.cache_dir={ro}/c: the node cache cannot be written: {ro} is on a read-only "
         "file system; set data.cache_dir to a writable node-local directory, or "
         "data.cache_dir= to read without a cache")
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda d: d.update(image_shape=[1, 100000, 100000]),
+     "image_shape [1, 100000, 100000] is not [C, H, W] with C 1 (grey) or 3 (RGB)"),
+    (lambda d: d.update(image_shape=[4, 28, 28]), "is not [C, H, W]"),
+    (lambda d: d["shards"][0].update(count=10**12),
+     "the index says 1000000000000 samples, but its"),
+])
+def test_an_index_claiming_what_no_shard_holds_is_refused_before_any_allocation(
+        shards, tmp_path, change, said):
+    """Issue 29: memory mode allocated (total, C, H, W) from the index's word (a
+    DefaultCPUAllocator traceback after the process group started, or with overcommit
+    a machine's memory); the models sized their layers by it."""
+    import shutil
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    index = json.loads((copy / "index.json").read_text())
+    change(index)
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardError, match=re.escape(said)):
+        read_index(str(copy))
