@@ -12,7 +12,10 @@
 
 Exit status: 0 finished or stopped on request (checkpoint saved); 2 bad config, data or
 checkpoints (one-line error, before any process group starts where possible); 1 training
-diverged past train.nonfinite, a full disk (one line), or anything else.
+diverged past train.nonfinite, a full disk or a file system that refuses writes (one
+line), a collective timed out (one line), or anything else; 75 (EX_TEMPFAIL) an outage: a
+store (S3, HTTP) stayed unreachable past data.retry_s (one line, and <run dir>/OUTAGE for
+slurm/infogan.sh, which requeues the job).
 """
 
 from __future__ import annotations
@@ -32,16 +35,19 @@ stop.install()  # SIGTERM/SIGINT/SIGUSR1 are stop requests from here on
 stop.watch_launcher()  # and so is the launcher going away
 console.keep_writing()  # and a reader of our output that went with it is no reason to die
 
-import yaml  # noqa: E402
 from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
 
+from infogan_dist import redact  # noqa: E402
 from infogan_dist.checkpoint import CheckpointError  # noqa: E402
 from infogan_dist.choices import load_config  # noqa: E402
-from infogan_dist.config import ConfigError  # noqa: E402
+from infogan_dist.config import Config, ConfigError  # noqa: E402
+from infogan_dist.config.load import dump_config  # noqa: E402
 from infogan_dist.data import ShardError  # noqa: E402
+from infogan_dist.errors import EX_TEMPFAIL, Outage  # noqa: E402
 from infogan_dist.guard import TrainingFailed  # noqa: E402
 
 DEFAULT_CONFIG = "configs/fashion_mnist.yaml"
+OUTAGE_FILE = "OUTAGE"  # <run dir>/OUTAGE: the last segment ended in an outage (exit 75)
 # What makes the default recipe's data, for the one-line error when it is missing.
 DEFAULT_DATA_COMMAND = "make data"
 
@@ -58,8 +64,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# errors of a file system that refuses writes mid-run (not a bug of ours, not bad input)
+WRITE_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 # gloo's words when the other end of a collective went away (compared in lower case)
 PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe")
+# ... and when a collective waited past dist.timeout_s (a blocking call says "timed out
+# waiting Nms", the wait() of an asynchronous one "application timeout caused pair
+# closure"; the store of a rendezvous "timed out after")
+TIMED_OUT = ("timed out waiting", "application timeout caused pair closure", "timed out after")
+
+
+def report(e: BaseException | str, kind: str | None = None) -> None:
+    """The one `error:` line, on stderr and in torchrun's error file; URL credentials
+    masked (redact.py)."""
+    message = redact.text(str(e))
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    record_for_launcher(f"{kind or type(e).__name__}: {message}")
+
+
+def outage(e: Outage, cfg: Config) -> int:
+    """A store stayed unreachable: one line, <run dir>/OUTAGE (what slurm/infogan.sh reads:
+    a launcher turns every worker's status into 1), exit 75."""
+    message = (f"{e}; an outage, not bad input: launch again when the store is back "
+               f"(exit {EX_TEMPFAIL}; slurm/infogan.sh requeues the job by itself)")
+    report(message, "Outage")
+    try:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.run_dir / OUTAGE_FILE).write_text(redact.text(message) + "\n")
+    except OSError:
+        pass  # the run directory is unwritable too: the status still says it
+    return EX_TEMPFAIL
 
 
 def record_for_launcher(message: str) -> None:
@@ -100,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(Path(__file__).parent / DEFAULT_CONFIG if default else args.config,
                           args.overrides)
+        # What W&B (and anything else) records of the command line: credentials masked.
+        sys.argv[:] = [redact.text(a) for a in sys.argv]
         if args.dry_run:
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            print(dump_config(cfg), end="")
             return 0
         if default and not (Path(cfg.data.shards) / "index.json").exists():
             raise ConfigError(
@@ -113,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         index = preflight(cfg)
         startup.mark("checks")
     except (ConfigError, ShardError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        record_for_launcher(f"{type(e).__name__}: {e}")
+        report(e)
         return 2
+    except Outage as e:
+        return outage(e, cfg)
     from infogan_dist import runlock
     from infogan_dist.trainer import Trainer
 
@@ -126,36 +163,55 @@ def main(argv: list[str] | None = None) -> int:
             lock, warnings = runlock.acquire(cfg.run_dir)
             for w in warnings:
                 print(f"warning: {w}", file=sys.stderr, flush=True)
+            (cfg.run_dir / OUTAGE_FILE).unlink(missing_ok=True)  # an earlier segment's
         # ShardError: a bad image or tar met while decoding (memory mode, at start) or
         # streaming (stream mode, any step); one line naming shard and member.
         Trainer(cfg, index).fit()
     except (CheckpointError, ShardError, runlock.RunLockError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        record_for_launcher(f"{type(e).__name__}: {e}")
+        report(e)
         return 2
     except TrainingFailed as e:  # diverged past train.nonfinite, or a full disk
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        record_for_launcher(f"{type(e).__name__}: {e}")
+        report(e)
         return 1
+    except Outage as e:  # a store stayed down past data.retry_s (stream mode: any step)
+        return outage(e, cfg)
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        # The file system of a write refused it mid-run (full, read-only after an error,
+        # a quota, an I/O error): a save already says so itself (TrainingFailed); the
+        # other writes (metrics, pictures, the lock, W&B's files, the node cache) say it
+        # here, in one line.
+        if e.errno not in WRITE_REFUSED:
             raise
-        message = disk_full_message(e, cfg.run_dir)
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        record_for_launcher(f"OSError: {message}")
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            report(disk_full_message(e, cfg.run_dir), "OSError")
+            return 1
+        where = e.filename or f"into the run directory {cfg.run_dir}"
+        report(f"cannot write {where}: {e.strerror}; the last complete checkpoint is kept: "
+               "free space or repair the file system, then launch again (train.resume=auto "
+               "continues from it)", "WriteRefused")
         return 1
     except RuntimeError as e:
         text = " ".join(str(e).split())
-        if not any(s in text.lower() for s in PEER_GONE):
-            raise
-        # Another rank ended (its own error, e.g. a bad shard, is printed above) while
-        # this one waited in a collective: one line, not a second traceback.
-        gone = text[min(text.lower().find(s) for s in PEER_GONE if s in text.lower()):]
-        gone = gone.split(". ")[0]
-        print(f"error: rank {os.environ.get('RANK', '0')}: another rank ended while this one "
-              f"waited for it (gloo: {gone}); the cause is that rank's error",
-              file=sys.stderr, flush=True)
-        return 1
+        low, rank = text.lower(), os.environ.get("RANK", "0")
+        if any(s in low for s in PEER_GONE):
+            # Another rank ended (its own error, e.g. a bad shard, is printed above) while
+            # this one waited in a collective: one line, not a second traceback.
+            gone = text[min(low.find(s) for s in PEER_GONE if s in low):].split(". ")[0]
+            print(f"error: rank {rank}: another rank ended while this one waited for it "
+                  f"(gloo: {gone}); the cause is that rank's error", file=sys.stderr, flush=True)
+            return 1
+        if any(s in low for s in TIMED_OUT):
+            # A rank is stuck (or far slower): this one waited dist.timeout_s for it.
+            said = text[min(low.find(s) for s in TIMED_OUT if s in low):].split(". ")[0]
+            message = (
+                f"rank {rank}: a collective waited longer than dist.timeout_s="
+                f"{cfg.dist.timeout_s} s for another rank ({said}); that rank is hung or far "
+                "slower (a stuck data read or file system, an overloaded machine): see its "
+                "output; then launch again (train.resume=auto continues from the newest "
+                "checkpoint), with a larger dist.timeout_s if the ranks are only slow")
+            report(message, "CollectiveTimeout")
+            return 1
+        raise
     finally:
         if lock is not None:
             lock.release()

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import faults, ranks
+from . import faults, ranks, runlock
 from .choices import config_from_dict
 from .config import (
     CheckpointConfig,
@@ -41,6 +41,7 @@ from .config import (
     ConfigError,
     LatentConfig,
     ModelConfig,
+    read_yaml,
 )
 from .config import resume_conflicts as _conflicts
 from .config.schema import best_direction
@@ -133,9 +134,21 @@ def _zip_problem(f: Path) -> str | None:
         return f"{f.name} is unreadable"
 
 
+def _not_ours(path: Path) -> str | None:
+    """Why `path` (named like a checkpoint) is nothing the trainer wrote: a symlink or
+    not a directory. Such an entry is never followed, loaded, pruned or written through."""
+    if path.is_symlink():
+        return f"a symlink (to {os.readlink(path)}), not a checkpoint directory"
+    if not path.is_dir():
+        return "not a directory"
+    return None
+
+
 def checkpoint_problem(path: Path) -> str | None:
     """None for a complete, loadable checkpoint; else why not, in a few words. Cheap:
     the marker, the state file, safetensors headers and sizes, zip directories."""
+    if os.path.lexists(path) and _not_ours(path):
+        return _not_ours(path)
     if not (path / COMPLETE).is_file():
         return f"no {COMPLETE} marker"
     try:
@@ -188,7 +201,8 @@ def list_checkpoints(run_dir: Path) -> tuple[list[Path], list[Path]]:
     for p in sorted(root.iterdir()):
         if p.name.startswith(TMP_PREFIX):
             bad.append(p)
-        elif p.name.startswith(PREFIX) and p.is_dir():
+        elif p.name.startswith(PREFIX) and (p.is_dir() or p.is_symlink()):
+            # a symlink is "bad" even to a complete checkpoint: never followed
             (good if is_complete(p) else bad).append(p)
     return good, bad
 
@@ -218,16 +232,28 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def read_config(path: Path) -> Config:
+    """The config a checkpoint was trained with. Its file is untrusted input too: read
+    with the bounds of a config file (config.load: size, UTF-8, alias expansion)."""
     import yaml
 
+    from .config.load import read_config_text
+
+    file = path / "config.yaml"
     try:
-        text = (path / "config.yaml").read_text()
+        with open(file, "rb"):
+            pass
     except OSError as e:
         raise CheckpointError(
-            f"{path / 'config.yaml'} cannot be read ({e.strerror}); every checkpoint holds the "
-            "config it was trained with: restore it, or resume from another checkpoint "
+            f"{file} cannot be read ({e.strerror}); every checkpoint holds the config it was "
+            "trained with: restore it, or resume from another checkpoint "
             "(train.resume=<checkpoints/step-N>)") from None
-    return config_from_dict(yaml.safe_load(text), str(path))
+    try:
+        data = read_yaml(read_config_text(file))
+    except ConfigError as e:
+        raise ConfigError(f"{file} {e}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{file}: not valid YAML") from None
+    return config_from_dict(data, str(path))
 
 
 def resume_conflicts(path: Path, cfg: Config) -> list[str]:
@@ -250,7 +276,11 @@ def finalize(run_dir: Path, tmp: Path, step: int, keep: int, keep_every: int = 0
     _fsync_dir(tmp)
     write_text_durably(tmp / COMPLETE, f"step {step}\n")
     final = step_dir(run_dir, step)
-    if final.exists():  # re-reaching a step after a rollback: the new one replaces it
+    if os.path.lexists(final) and _not_ours(final):
+        aside = set_aside(final)  # renames the entry itself: a link is never followed
+        print(f"warning: {final} was {_not_ours(aside)}; moved it to {aside} and wrote "
+              f"the checkpoint of step {step} there", flush=True)
+    elif final.exists():  # re-reaching a step after a rollback: the new one replaces it
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
@@ -262,6 +292,27 @@ def finalize(run_dir: Path, tmp: Path, step: int, keep: int, keep_every: int = 0
 
 
 ABANDONED_PREFIX = "abandoned-"
+ASIDE_PREFIX = "aside-"
+
+
+def set_aside(path: Path) -> Path:
+    """Renames `path` (a file, directory or symlink: never followed) to aside-NAME[-n]
+    beside it; nothing is deleted."""
+    dest, n = path.with_name(ASIDE_PREFIX + path.name), 1
+    while os.path.lexists(dest):
+        n += 1
+        dest = path.with_name(f"{ASIDE_PREFIX}{path.name}-{n}")
+    os.replace(path, dest)
+    return dest
+
+
+def remove(path: Path) -> None:
+    """Deletes what the trainer wrote at `path`: a directory tree, or a link or file
+    (unlinked, never followed)."""
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def set_aside_newer(run_dir: Path, step: int) -> list[Path]:
@@ -272,8 +323,7 @@ def set_aside_newer(run_dir: Path, step: int) -> list[Path]:
     for p in list_checkpoints(run_dir)[0]:
         if int(p.name[len(PREFIX):]) > step:
             dest = p.with_name(ABANDONED_PREFIX + p.name)
-            if dest.exists():
-                shutil.rmtree(dest)
+            remove(dest)
             os.replace(p, dest)
             moved.append(dest)
     return moved
@@ -284,7 +334,10 @@ def clean_stale_tmp(run_dir: Path) -> list[Path]:
     root = checkpoints_root(run_dir)
     stale = sorted(root.glob(TMP_PREFIX + "*")) if root.is_dir() else []
     for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
+        try:
+            remove(p)  # a link named like a save is unlinked: its target stays
+        except OSError:
+            shutil.rmtree(p, ignore_errors=True)
     return stale
 
 
@@ -327,21 +380,18 @@ def keep_best(run_dir: Path, checkpoint: Path, step: int, metric: str, mode: str
             return False
     root = checkpoints_root(run_dir)
     tmp, best, prev = root / ".tmp-best", root / BEST_DIR, root / ".old-best"
-    for leftover in (tmp,):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+    remove(tmp)
     shutil.copytree(checkpoint, tmp, copy_function=_link_or_copy)
     write_text_durably(tmp / BEST_FILE, json.dumps(
         {"metric": metric, "value": value, "mode": mode, "step": step,
          "source": checkpoint.name}) + "\n")
     _fsync_dir(tmp)
-    if prev.exists():
-        shutil.rmtree(prev)
-    if best.exists():
+    remove(prev)
+    if os.path.lexists(best):
         os.replace(best, prev)
     os.replace(tmp, best)
     _fsync_dir(root)
-    shutil.rmtree(prev, ignore_errors=True)
+    remove(prev)
     print(f"checkpoint.keep_best: {metric} = {value:.6g} at step {step} is the best so far; "
           f"kept in {best}", flush=True)
     return True
@@ -426,7 +476,9 @@ class CheckpointManager:
         self.before_save()
         tmp = checkpoints_root(self.run_dir) / f"{TMP_PREFIX}{step:08d}"
         if self.main:
-            tmp.mkdir(parents=True)  # start-up removed any .tmp left by a crash
+            runlock.ensure_held()  # another training owns the run directory: write nothing
+            remove(tmp)  # start-up removed any .tmp left by a crash; this one came since
+            tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
         full = None
         try:
@@ -455,6 +507,7 @@ class CheckpointManager:
                 part.save(tmp / part.name)
         self.acc.wait_for_everyone()  # every rank's files are on disk
         if self.main:
+            runlock.ensure_held()  # nor rename or prune checkpoints beside another writer
             final = finalize(self.run_dir, tmp, step, self.cfg.keep, self.cfg.keep_every)
             if self.cfg.keep_best:
                 keep_best(self.run_dir, final, step, self.cfg.keep_best,

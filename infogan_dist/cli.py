@@ -11,6 +11,9 @@ import argparse
 import importlib
 import sys
 
+from . import redact
+from .errors import EX_TEMPFAIL, Outage
+
 # command -> (module that registers and runs it, its one-line help), in --help order. The
 # help is repeated here so that listing the commands imports none of them; a unit test
 # checks it against what each module registers.
@@ -53,7 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:
         # Our errors are one-line and name the file/key; no traceback for bad input.
-        print(f"infogan {args.command}: error: {e}", file=sys.stderr)
+        print(f"infogan {args.command}: error: {redact.text(str(e))}", file=sys.stderr)
+        return 2
+    except Outage as e:  # a store stayed unreachable: try again later, not bad input
+        print(f"infogan {args.command}: error: {redact.text(str(e))}; an outage: run it "
+              f"again when the store is back (exit {EX_TEMPFAIL})", file=sys.stderr)
+        return EX_TEMPFAIL
+    except OSError as e:  # a path the system refuses (read-only, no permission, full, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"infogan {args.command}: error: {redact.text(where + (e.strerror or str(e)))}"
+              "; choose another path or fix its file system", file=sys.stderr)
         return 2
 
 

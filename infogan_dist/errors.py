@@ -15,3 +15,12 @@ class ConfigError(ValueError):
 
 class ShardError(ValueError):
     """Bad or missing shards. One-line message naming the file (and member) and the fix."""
+
+
+class Outage(Exception):
+    """A store (S3, HTTP) stayed unreachable longer than data.retry_s: an outage, not bad
+    input, so not a ShardError. One line naming the object and the last fault; train.py
+    exits 75 (EX_TEMPFAIL) and leaves <run dir>/OUTAGE for slurm/infogan.sh to requeue."""
+
+
+EX_TEMPFAIL = 75  # the exit status of an outage (sysexits.h): try again later

@@ -38,16 +38,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import redact
 from .checkpoint import check_files, load_for_inference, pick_device, read_config, read_holds
+from .config.schema import MAX_FID_SAMPLES
 from .data import stores
 from .data.labelled import eval_shards, load_labelled
 from .latent import LatentSpace
 from .scores import EVAL_SAMPLES, score_codes
+
+# fresh latents for MI / MSE are drawn at once: a bound keeps that in memory (1e6: ~0.3 GB)
+MAX_SAMPLES = 1_000_000
+
 
 EVAL_INTRO = """\
 Score the codes of a checkpoint directory: config.yaml, G from generator.safetensors, D
@@ -100,13 +107,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    if args.samples < 1:
-        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise ValueError(f"--samples must be 1..{MAX_SAMPLES}, got {args.samples}")
     if args.fid and not args.features:
         raise ValueError("--fid needs --features DIR (from `infogan train-features`) or "
                          "--features inception --inception-weights FILE")
-    if args.fid_samples < 2:
-        raise ValueError(f"--fid-samples must be >= 2, got {args.fid_samples}")
+    if not 2 <= args.fid_samples <= MAX_FID_SAMPLES:
+        raise ValueError(f"--fid-samples must be 2..{MAX_FID_SAMPLES} (every feature is kept "
+                         f"in memory), got {args.fid_samples}")
     if not 0 < args.disentanglement_fraction <= 1:
         raise ValueError(f"--disentanglement-fraction must be in (0, 1], got "
                          f"{args.disentanglement_fraction}")
@@ -118,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
     images = labels = None
     num_labels = None
     spec = args.data or eval_shards(cfg)
+    if redact.is_masked(spec):  # configs are written without secrets (redact.py)
+        raise ValueError(f"{path / 'config.yaml'} names the evaluation shards {spec}, whose "
+                         "credentials were masked when it was written; pass --data with the "
+                         "full URL")
     stores.configure(cfg.data)  # s3 endpoint, node cache, retry window of the run's config
     factor_images = None
     if args.disentanglement:  # decoded once, for the accuracy too
@@ -155,8 +167,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_pictures:
         from .pictures import save_pictures
 
-        pictures = [str(p) for p in save_pictures(loaded.G, loaded.space, cfg.run.seed,
-                                                   path / "traversal.png")]
+        try:
+            pictures = [str(p) for p in save_pictures(loaded.G, loaded.space, cfg.run.seed,
+                                                       path / "traversal.png")]
+        except OSError as e:  # a read-only checkpoint (shared, archived): keep the scores
+            print(f"warning: no pictures: cannot write into {path} ({e.strerror}); the "
+                  "scores are complete (--no-pictures skips them)", file=sys.stderr, flush=True)
     report = {
         "checkpoint": str(path), "step": loaded.step, "generator": loaded.generator_file,
         "images": 0 if images is None else len(images),

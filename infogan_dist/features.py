@@ -202,8 +202,8 @@ def load_inception(weights: str | Path) -> FeatureNet:
     return FeatureNet(model.eval(), FIDInception.dim, f"inception:{file_sha256(path)}", None)
 
 
-def load_classifier(directory: str | Path) -> FeatureNet:
-    d = Path(directory)
+def _classifier_spec(d: Path) -> tuple[SmallClassifier, list[int]]:
+    """The classifier a train-features directory's spec describes (not loaded)."""
     if not (d / SPEC).is_file():
         raise ValueError(f"--features {d}: no {SPEC} (make one with `infogan train-features "
                          f"--data SHARDS --out {d}`, or use --features inception)")
@@ -215,10 +215,52 @@ def load_classifier(directory: str | Path) -> FeatureNet:
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{d / SPEC}: not a feature-network spec of infogan train-features") \
             from None
+    return model, shape
+
+
+def load_classifier(directory: str | Path) -> FeatureNet:
+    d = Path(directory)
+    model, shape = _classifier_spec(d)
     _load_into(model, _read_safetensors(d / WEIGHTS, "weights"), d / WEIGHTS,
                "the classifier its spec describes")
     return FeatureNet(model.eval(), CLASSIFIER_DIM, f"classifier:{file_sha256(d / WEIGHTS)}",
                       shape)
+
+
+def _check_header(path: Path, module: nn.Module, what: str, of: str) -> None:
+    """ValueError unless the safetensors file at `path` holds exactly `module`'s tensor
+    names and shapes. Reads the header only (safetensors checks it against the size)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a safetensors weights file ({' '.join(str(e).split())})"
+                         ) from None
+    own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    if own != shapes:
+        missing, extra = sorted(own.keys() - shapes.keys()), sorted(shapes.keys() - own.keys())
+        raise ValueError(f"{path}: not the weights of {of} (missing {missing[:3]}, "
+                         f"unexpected {extra[:3]}, or shapes differ)")
+
+
+def check_features(spec: str, inception_weights: str = "") -> None:
+    """ValueError (one line) unless load_features(spec, inception_weights) would load:
+    the spec parses and the weights' header fits the network, built on the meta device
+    (no memory, no weights read). Cheap enough for preflight on every rank, so a bad
+    file is found before training, not at the first FID step."""
+    with torch.device("meta"):
+        if spec == "inception":
+            if not inception_weights:
+                load_inception(inception_weights)  # its one-line error
+            _check_header(Path(inception_weights), FIDInception().net, "Inception weights",
+                          "the FID Inception-v3")
+            return
+        model, _ = _classifier_spec(Path(spec))
+    _check_header(Path(spec) / WEIGHTS, model, "weights", "the classifier its spec describes")
 
 
 def load_features(spec: str, inception_weights: str = "") -> FeatureNet:

@@ -19,9 +19,13 @@ ranks get the same features, and the cost per rank falls as 1/W. Every rank take
 so none waits alone inside a collective.
 
 Cache: the real statistics (mean, covariance and the features, for KID) of a shard set
-go to `<shard dir>/.fid-cache/<key>.safetensors`, key = sha256 of the shard index
-(index.json's content and the shards selected) and of the feature network's identity
-(kind and the sha256 of its weights). Written atomically (temporary file + rename). When
+go to `<shard dir>/.fid-cache/<key>.safetensors`, key = sha256 of the real images
+themselves (their decoded pixels, in order) and of the feature network's identity (kind
+and the sha256 of its weights); the file records its key and is used only when that is
+the key of the images now. Not index.json: shards rewritten under an unchanged index (one
+without sha256) reused stale statistics. A hit costs one decode of the real shards (the
+10,000 MNIST test digits: seconds), not the feature pass (minutes with the Inception on a
+CPU). Written atomically (temporary file + rename). When
 the shard directory cannot be written, the cache goes to the fallback directory (the
 run directory's `fid-cache/` in training, `~/.cache/infogan-dist/fid` for the CLI), and
 a line says so.
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import sys
@@ -44,6 +47,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from . import redact
 from .features import FeatureNet
 from .latent import LatentSpace, keyed_generator
 
@@ -164,33 +168,50 @@ def generated_stats(G: nn.Module, space: LatentSpace, feats: FeatureNet, n: int,
 
 
 # --- the real statistics and their cache ---------------------------------------------------
-def cache_key(shards: str, identity: str) -> str:
-    """sha256 of the shard index (index.json's bytes, the shards selected) and the
-    feature network's identity."""
-    from .data.shards import INDEX_NAME, read_index
+def content_digest(images: torch.Tensor) -> str:
+    """sha256 of uint8 images [n, C, H, W]: their shape and every pixel, in order."""
+    h = hashlib.sha256(str(tuple(images.shape)).encode())
+    h.update(images.contiguous().numpy())  # the buffer itself: no copy
+    return h.hexdigest()
 
-    index = read_index(shards)
-    directory = Path(index.paths[0]).parent
-    h = hashlib.sha256((directory / INDEX_NAME).read_bytes())
-    h.update(json.dumps(index.names).encode())
-    h.update(identity.encode())
+
+def _decoded(shards: str) -> torch.Tensor:
+    from .data.shards import decode_all, read_index
+
+    return decode_all(read_index(shards))[0]
+
+
+def cache_key(shards: str, identity: str, images: torch.Tensor | None = None) -> str:
+    """sha256 of the real images themselves (decoded pixels, `images` if given, else
+    those of `shards`) and of the feature network's identity. Not of index.json: a
+    shard rewritten under an unchanged index (one without sha256) gets another key."""
+    h = hashlib.sha256(identity.encode())
+    h.update(content_digest(_decoded(shards) if images is None else images).encode())
     return h.hexdigest()[:32]
 
 
-def _cache_paths(shards: str, identity: str, fallback: Path) -> list[Path]:
+def _cache_paths(shards: str, key: str, fallback: Path) -> list[Path]:
     from .data.shards import read_index
 
-    name = f"{cache_key(shards, identity)}.safetensors"
     directory = Path(read_index(shards).paths[0]).parent
-    return [directory / CACHE_DIR / name, Path(fallback) / name]
+    return [directory / CACHE_DIR / f"{key}.safetensors", Path(fallback) / f"{key}.safetensors"]
 
 
-def read_cached(shards: str, identity: str, fallback: Path) -> FeatureStats | None:
+def read_cached(shards: str, identity: str, fallback: Path,
+                images: torch.Tensor | None = None) -> FeatureStats | None:
+    """The cached statistics of these images, or None. A file is used only when the key
+    it records (its metadata) is the key of the images now: a file copied or renamed
+    onto the name, or written before files recorded their key, is recomputed."""
+    from safetensors import safe_open
     from safetensors.numpy import load_file
 
-    for path in _cache_paths(shards, identity, fallback):
+    key = cache_key(shards, identity, images)
+    for path in _cache_paths(shards, key, fallback):
         if path.is_file():
             try:
+                with safe_open(str(path), "np") as f:
+                    if (f.metadata() or {}).get("key") != key:
+                        continue
                 t = load_file(str(path))
                 return FeatureStats(t["mu"], t["sigma"], t["features"])
             except Exception:  # a damaged cache is recomputed, never trusted
@@ -198,17 +219,20 @@ def read_cached(shards: str, identity: str, fallback: Path) -> FeatureStats | No
     return None
 
 
-def write_cached(stats: FeatureStats, shards: str, identity: str, fallback: Path) -> Path:
+def write_cached(stats: FeatureStats, shards: str, identity: str, fallback: Path,
+                 images: torch.Tensor | None = None) -> Path:
     """Atomic write to the shard directory's cache, else the fallback. Returns the path."""
     from safetensors.numpy import save_file
 
+    key = cache_key(shards, identity, images)
     tensors = {"mu": stats.mu, "sigma": stats.sigma, "features": stats.features}
-    primary, second = _cache_paths(shards, identity, fallback)
+    primary, second = _cache_paths(shards, key, fallback)
     for path in (primary, second):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(tmp), metadata={"identity": identity, "shards": shards})
+            save_file(tensors, str(tmp), metadata={"identity": identity, "key": key,
+                                                   "shards": redact.text(shards)})
             os.replace(tmp, path)
         except OSError as e:
             with contextlib.suppress(OSError):
@@ -225,25 +249,26 @@ def write_cached(stats: FeatureStats, shards: str, identity: str, fallback: Path
 
 def real_stats(shards: str, feats: FeatureNet, batch: int, device: torch.device | str,
                fallback: Path) -> FeatureStats:
-    """The cached statistics of every image of `shards`, computed (over all ranks, when a
-    process group exists: collective) when no rank finds them in the cache."""
+    """The statistics of every image of `shards`, from the cache when it holds those very
+    images (the key is their pixels: a hit costs one decode of the shards, not the
+    feature pass), else computed (over all ranks when a process group exists:
+    collective; every rank decodes the same images, so all agree on hit or miss)."""
     from .data import to_float
-    from .data.shards import decode_all, read_index
 
-    cached = read_cached(shards, feats.identity, fallback)
+    images = _decoded(shards)
+    cached = read_cached(shards, feats.identity, fallback, images)
     rank, world = _world()
     missing = torch.tensor([cached is None], dtype=torch.int32, device=device)
     if world > 1:  # all ranks agree, so either all compute or none does
         tdist.all_reduce(missing, op=tdist.ReduceOp.MAX)
     if cached is not None and not missing.item():
         return cached
-    images, _ = decode_all(read_index(shards))
     stats = FeatureStats.of(distributed_features(
         len(images), batch, lambda rows: to_float(images[rows]), feats, device))
     if rank == 0:
-        where = write_cached(stats, shards, feats.identity, fallback)
-        print(f"FID: real statistics of {shards} ({len(images)} images) cached in {where}",
-              file=sys.stderr, flush=True)
+        where = write_cached(stats, shards, feats.identity, fallback, images)
+        print(f"FID: real statistics of {redact.text(shards)} ({len(images)} images) cached "
+              f"in {where}", file=sys.stderr, flush=True)
     return stats
 
 

@@ -23,11 +23,25 @@ The lock works on a filesystem shared by several nodes (NFS, Lustre):
   (it was replaced between its read and its rename) links it back;
 - it is released on exit (atexit, and `release()` in train.py's `finally`). A SIGKILLed
   or crashed holder leaves it behind, which the rules above recognise as stale.
+
+Deleting `train.lock` under a live run does not open the run directory to a second
+training:
+- the holder also keeps an flock(2) on the run directory itself for its whole life (a
+  file descriptor of the directory, closed in forked children so a decode or DataLoader
+  worker never holds it). Removing the lock file does not release it, so a second
+  training on the same machine is refused even without the file. Where the filesystem
+  has no flock for directories (some NFS mounts), the lock file alone protects;
+- the holder re-reads the lock before every write of metrics rows and every checkpoint
+  (`ensure_held`, also at each heartbeat): a lock that is gone is created again (with a
+  warning); a lock that now holds another training's token means another training owns
+  the run directory, and this one raises RunLockError (exit 2) before writing anything
+  more, so the two never append to one metrics.jsonl or prune each other's checkpoints.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import json
 import os
 import secrets
@@ -46,6 +60,31 @@ STALE_S = 60.0  # a lock whose heartbeat is older than this is stale, on any nod
 
 class RunLockError(Exception):
     """The run directory is in use. One line naming the holder and what to do."""
+
+
+_current: RunLock | None = None  # the lock this process holds (the main process of a run)
+_fork_fds: set[int] = set()  # directory descriptors a forked child must not keep open
+
+
+def _close_in_child() -> None:
+    # Only this process's reference goes: the flock stays with the parent (closing a
+    # duplicate does not unlock; LOCK_UN would).
+    for fd in list(_fork_fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _fork_fds.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
+def ensure_held() -> None:
+    """RunLockError if this process holds a run lock that another training took; a no-op
+    in processes that hold none (every rank but the main one). Called before writes."""
+    if _current is not None and _current.held:
+        _current.ensure_held()
 
 
 def _boot_id() -> str:
@@ -105,6 +144,9 @@ class RunLock:
         self._thread: threading.Thread | None = None
         self.held = False
         self._created_dir = False
+        self._dir_fd: int | None = None
+        self.lost: str | None = None  # why another training owns the run directory now
+        self._check = threading.Lock()  # ensure_held from the loop and the heartbeat
         proc = psutil.Process()
         self.info = {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": proc.pid,
                      "pid_start": proc.create_time(), "started": _when(time.time()),
@@ -138,8 +180,53 @@ class RunLock:
     # --- acquire / release -------------------------------------------------------------
     def acquire(self) -> list[str]:
         """Take the lock or raise RunLockError. Returns warnings (a stale lock taken over)."""
+        global _current
         self._created_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock_dir()
+            warnings = self._acquire_file()
+        except BaseException:
+            self._unlock_dir()
+            raise
+        _current = self
+        return warnings
+
+    def _lock_dir(self) -> None:
+        """flock the run directory for the life of this process (see the module doc).
+        Held by a live training: RunLockError naming it. Its lock file names the holder;
+        if the file was deleted, the holder creates it again at its next heartbeat, so
+        this waits up to two heartbeats for it (or for the flock to come free)."""
+        self._dir_fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        deadline = time.monotonic() + 2 * self.heartbeat_s
+        while True:
+            try:
+                fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            except OSError:  # no flock for directories here (some NFS): the file alone
+                self._unlock_dir()
+                return
+            info = _read(self.path) or {}
+            if info and stale_reason(info, stale_s=self.stale_s) is None:
+                raise self._in_use(info)
+            if time.monotonic() > deadline:
+                raise RunLockError(
+                    f"run directory {self.run_dir} is in use by another process of this "
+                    f"machine (it holds a lock on the directory itself; its {LOCK_NAME} is "
+                    "missing or stale: a stopped or hung training?); end that training, or "
+                    "use another run.name")
+            time.sleep(0.05)  # polling the holder's files: no event to wait on
+        _fork_fds.add(self._dir_fd)
+
+    def _unlock_dir(self) -> None:
+        fd, self._dir_fd = self._dir_fd, None
+        if fd is not None:
+            _fork_fds.discard(fd)
+            os.close(fd)  # releases the flock
+
+    def _acquire_file(self) -> list[str]:
         warnings: list[str] = []
         for _ in range(20):  # each pass ends in success, a refusal, or a lost race
             if self._create():
@@ -159,16 +246,17 @@ class RunLock:
                     continue
             why = stale_reason(info, stale_s=self.stale_s)
             if why is None:
-                raise RunLockError(
-                    f"run directory {self.run_dir} is in use by another training "
-                    f"({_holder(info)}; lock {self.path}, heartbeat every "
-                    f"{self.heartbeat_s:.0f} s); wait for it to end, stop it (touch "
-                    f"{self.run_dir / 'STOP'}), or use another run.name"
-                )
+                raise self._in_use(info)
             if self._take_over(info):
                 warnings.append(f"took over the stale lock {self.path} ({_holder(info)}: {why})")
         raise RunLockError(f"could not take the lock {self.path}: other trainings keep "
                            "taking it; start one training per run directory")
+
+    def _in_use(self, info: dict) -> RunLockError:
+        return RunLockError(
+            f"run directory {self.run_dir} is in use by another training ({_holder(info)}; "
+            f"lock {self.path}, heartbeat every {self.heartbeat_s:.0f} s); wait for it to "
+            f"end, stop it (touch {self.run_dir / 'STOP'}), or use another run.name")
 
     def _take_over(self, info: dict) -> bool:
         """Remove the stale lock `info` if it is still the lock; True if we removed it."""
@@ -192,30 +280,63 @@ class RunLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            current = _read(self.path)
-            if not current or current.get("token") != self.token:
-                print(f"warning: the run lock {self.path} was taken over or removed while "
-                      "this training held it; another training may now write here",
-                      file=sys.stderr, flush=True)
+            with self._check:
+                if not self.held:
+                    return
+                self._verify()
+                if self.lost is not None:  # the loop raises it before its next write
+                    print(f"warning: {self.lost}", file=sys.stderr, flush=True)
+                    return
+                try:
+                    os.replace(self._write_private(), self.path)
+                except OSError as e:  # a filesystem hiccup: try again at the next beat
+                    print(f"warning: could not refresh the run lock {self.path} ({e})",
+                          file=sys.stderr, flush=True)
+
+    def ensure_held(self) -> None:
+        """Re-reads the lock: ours, go on; gone (deleted under the live run), create it
+        again with a warning; another training's, RunLockError from now on."""
+        with self._check:
+            if self.lost is None and self.held:
+                self._verify()
+            if self.lost is not None:
+                raise RunLockError(self.lost)
+
+    def _verify(self) -> None:
+        current = _read(self.path)
+        if current == {}:
+            return  # unreadable right now (being replaced, a hiccup): judge it next time
+        if current is None:
+            if self._create():
+                print(f"warning: the run lock {self.path} was removed while this training "
+                      f"held it (pid {self.info['pid']}); created it again. Delete "
+                      f"{LOCK_NAME} only when no training runs", file=sys.stderr, flush=True)
                 return
-            try:
-                os.replace(self._write_private(), self.path)
-            except OSError as e:  # a filesystem hiccup: try again at the next beat
-                print(f"warning: could not refresh the run lock {self.path} ({e})",
-                      file=sys.stderr, flush=True)
+            current = _read(self.path) or {}  # another training created one first
+        if current.get("token") != self.token:
+            self.lost = (
+                f"the run lock {self.path} was taken over by another training "
+                f"({_holder(current)}) while this one held it; stopped before writing more "
+                f"metrics or checkpoints into {self.run_dir}, which that training owns now. "
+                "Never delete the lock of a live run; to run both, give each its own run.name")
 
     def release(self) -> None:
         """Remove the lock if it is still ours. Safe to call twice; a no-op in a forked
         child (a decode or DataLoader worker inherits this object and atexit)."""
+        global _current
         if not self.held or os.getpid() != self.info["pid"]:
             return
-        self.held = False
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.heartbeat_s + 5)
+        with self._check:
+            self.held = False
         current = _read(self.path)
         if current and current.get("token") == self.token:
             self.path.unlink(missing_ok=True)
+        self._unlock_dir()
+        if _current is self:
+            _current = None
         if self._created_dir:  # a run that failed before writing anything leaves no trace
             try:
                 self.run_dir.rmdir()

@@ -32,6 +32,11 @@ from .pictures import _render, save_grid
 
 SAMPLE_KEY = 0x5A31
 SUFFIXES = (".png", ".jpg", ".jpeg")
+# The grid is made in one piece (latents, images and the picture in memory): beyond this
+# it is no longer a picture one can look at, and memory grows with it (--n 100000000
+# would take tens of GB); more images are more runs (--seed).
+MAX_IMAGES = 10_000
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # codes are float32 tensors
 
 
 def _codes_text(space: LatentSpace) -> str:
@@ -68,8 +73,9 @@ def parse_fix(text: str, space: LatentSpace) -> tuple[str, int, float]:
             v = float(value)
         except ValueError:
             raise ValueError(f"--fix {text}: {name} is continuous; give a number") from None
-        if not math.isfinite(v):
-            raise ValueError(f"--fix {text}: the value must be finite")
+        if not abs(v) <= FLOAT32_MAX:  # also NaN and inf
+            raise ValueError(f"--fix {text}: the value must be finite, within float32 "
+                             f"(|v| <= {FLOAT32_MAX:.3g})")
         return "cont", space.cont_names.index(name), v
     raise ValueError(f"--fix {text}: unknown code {name!r}; codes: {_codes_text(space)}")
 
@@ -95,8 +101,9 @@ def parse_sweep(text: str, space: LatentSpace) -> tuple[str, int, torch.Tensor]:
     except ValueError:
         raise ValueError(f"--sweep {text}: expected {name}=START:STOP:STEPS, e.g. "
                          f"{name}=-2:2:10") from None
-    if steps < 2 or not (math.isfinite(a) and math.isfinite(b)):
-        raise ValueError(f"--sweep {text}: STEPS must be >= 2 and the ends finite")
+    if not (2 <= steps <= MAX_IMAGES and abs(a) <= FLOAT32_MAX and abs(b) <= FLOAT32_MAX):
+        raise ValueError(f"--sweep {text}: STEPS must be >= 2 (at most {MAX_IMAGES}) and the "
+                         f"ends finite, within float32 (|v| <= {FLOAT32_MAX:.3g})")
     return "cont", space.cont_names.index(name), torch.linspace(a, b, steps)
 
 
@@ -151,7 +158,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fix a code for every image: c1=3 (class) or c2=0.5 (value); repeatable")
     p.add_argument("--sweep", action="append", default=[], metavar="CODE=A:B:STEPS",
                    help="sweep a code over the columns, e.g. c2=-2:2:10 or c1=all (once)")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--n", type=int, default=64,
+                   help=f"number of images (default 64, at most {MAX_IMAGES})")
     p.add_argument("--nrow", type=int, default=None,
                    help="images per row (default: ceil(sqrt(n)); STEPS with --sweep)")
     p.add_argument("--seed", type=int, default=None, help="latent seed (default: run.seed)")
@@ -166,8 +174,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in SUFFIXES:
         raise ValueError(f"--out {out}: use a .png or .jpg file name")
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if not 1 <= args.n <= MAX_IMAGES:
+        raise ValueError(f"--n must be 1..{MAX_IMAGES} images (one grid picture), got "
+                         f"{args.n}; for more images run it again with another --seed")
     if args.nrow is not None and args.nrow < 1:
         raise ValueError(f"--nrow must be >= 1, got {args.nrow}")
     if len(args.sweep) > 1:

@@ -194,6 +194,18 @@ class Metric:
 
     fn: Callable[[EvalInputs], dict[str, float]]
     collective: bool = False
+    # the names it reports for a run's config (LatentConfig in, e.g. eval/acc/c1 out), so
+    # checkpoint.keep_best on a name it never reports is refused at start; None: unknown
+    names: Callable[[Any], list[str]] | None = None
+
+
+def _codes_names(latent: Any) -> list[str]:
+    """What evaluate_codes reports for a run with this LatentConfig (the trainer's eval
+    set is labelled: preflight checks it)."""
+    space = LatentSpace(latent)
+    return ([f"eval/acc/{n}" for n in space.cat_names]
+            + [f"eval/mi/{n}" for n in space.cat_names + space.cont_names]
+            + [f"eval/mse/{n}" for n in space.cont_names])
 
 
 def _disentanglement_metric(e: EvalInputs) -> dict[str, float]:
@@ -209,9 +221,18 @@ def _fid_metric(e: EvalInputs) -> dict[str, float]:
 # name -> Metric; log.eval_metrics (and log.fid_every for "fid") pick them by name.
 METRICS: Registry[Metric] = Registry("log.eval_metrics")
 METRICS.add("codes", Metric(lambda e: evaluate_codes(e.G, e.D, e.space, e.images, e.labels,
-                                                     e.device, samples=e.samples)))
+                                                     e.device, samples=e.samples),
+                            names=_codes_names))
 # eval/fid, eval/kid of the sampling generator (fid.py); split over all ranks
-METRICS.add("fid", Metric(_fid_metric, collective=True))
+METRICS.add("fid", Metric(_fid_metric, collective=True,
+                          names=lambda latent: ["eval/fid", "eval/kid"]))
 # eval/factorvae, eval/mig, eval/dci, eval/sap of Q on shards with factor classes
 # (disentangle_eval.py); codes split over all ranks
-METRICS.add("disentanglement", Metric(_disentanglement_metric, collective=True))
+METRICS.add("disentanglement", Metric(_disentanglement_metric, collective=True,
+                                      names=lambda latent: _disentanglement_names()))
+
+
+def _disentanglement_names() -> list[str]:
+    from .disentangle import SCORES  # the scores' modules only when a run names them
+
+    return [f"eval/{name}" for name in SCORES.names()]

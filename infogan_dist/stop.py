@@ -144,7 +144,7 @@ class StopRequest:
 
     def clear_file(self) -> None:
         if self.is_main:
-            self.stop_file.unlink(missing_ok=True)
+            _remove_stop(self.stop_file)
 
     def clear_stale_file(self) -> None:
         """At start: drop a STOP left by an earlier segment, but keep one written since
@@ -152,7 +152,20 @@ class StopRequest:
         can arrive during start-up), or while torchrun restarted the workers."""
         if self.is_main and self.stop_file.exists():
             if self.stop_file.stat().st_mtime < _segment_start_time() - 1:
-                self.stop_file.unlink(missing_ok=True)
+                _remove_stop(self.stop_file)
+
+
+def _remove_stop(path: Path) -> None:
+    """Deletes the STOP file. Anything else made under its name (a directory) is a stop
+    request too, but not ours to delete: a warning says what to remove."""
+    try:
+        path.unlink(missing_ok=True)
+    except IsADirectoryError:
+        try:
+            path.rmdir()  # an empty directory holds nothing
+        except OSError:
+            print(f"warning: {path} is a directory, not a STOP file; remove it, or every "
+                  "launch stops after its first step", file=sys.stderr, flush=True)
 
 
 # --- the launcher going away ------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from . import redact, runlock
 from .config import Config
 from .guard import Diverged
 
@@ -71,7 +72,7 @@ class Tracker:
                   f"{self.path.name} to {aside}", flush=True)
         if self.wandb_mode:
             accelerator.init_trackers(
-                self.cfg.log.project, config=self.cfg.to_dict(),
+                self.cfg.log.project, config=redact.tree(self.cfg.to_dict()),
                 init_kwargs={"wandb": wandb_kwargs(self.cfg, self.run_dir, self.wandb_mode,
                                                    accelerator.is_main_process)},
             )
@@ -133,10 +134,10 @@ class Tracker:
         self.sums, self.steps = {}, 0
         self.t0 = time.perf_counter()
         if self.acc.is_main_process:
+            runlock.ensure_held()
             self._truncate(step)
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, "event": "rollback", **event},
-                                   allow_nan=False) + "\n")
+            append_line(self.path, json.dumps({"step": step, "event": "rollback", **event},
+                                              allow_nan=False))
 
     def add(self, stats: dict[str, torch.Tensor], data_wait_s: float = 0.0) -> None:
         self.data_wait_s += data_wait_s
@@ -168,14 +169,23 @@ class Tracker:
         self.t0 = time.perf_counter()
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if self.acc.is_main_process:
+            runlock.ensure_held()  # another training owns the run directory: not a row more
             row = {k: None if k in bad else v for k, v in values.items()}
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, **row}, allow_nan=False) + "\n")
+            append_line(self.path, json.dumps({"step": step, **row}, allow_nan=False))
             if self.wandb_mode:
                 self._to_wandb("logging metrics", lambda: self.acc.log(values, step=step))
         if bad:  # the values were reduced over ranks: every rank raises here
             raise Diverged(f"non-finite {', '.join(bad)} in the steps up to {step}")
         return values
+
+
+def append_line(path: Path, line: str) -> None:
+    """Appends one row; an OSError (a full disk, ...) names the file, for its one line."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def truncate_metrics(path: Path, step: int) -> int:

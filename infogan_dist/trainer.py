@@ -34,7 +34,7 @@ from accelerate.utils import (
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from . import augment, faults, ranks, speed, startup
+from . import augment, faults, ranks, runlock, speed, startup
 from .checkpoint import (
     STATE_FILE,
     CheckpointError,
@@ -389,6 +389,7 @@ class Trainer:
 
     def save_pictures(self, step: int) -> None:
         if self.acc.is_main_process:
+            runlock.ensure_held()
             paths = save_pictures(self.ema.sampler(self.G_raw), self.space, self.cfg.run.seed,
                                   self.run_dir / "samples" / f"step-{step:08d}.png")
             self.tracker.images(step, paths)

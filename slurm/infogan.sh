@@ -17,7 +17,11 @@
 # (--signal=B:USR1@300); `scancel --signal=USR1 --batch <job>` does the same by hand.
 # The shell creates STOP in the run directory; every rank stops after the same step,
 # saves a checkpoint there, deletes STOP and exits 0; the shell then requeues the job.
-# A run that finishes is not requeued; a run that fails exits non-zero and is not requeued.
+# A run that finishes is not requeued; a run that fails exits non-zero and is not requeued,
+# except for an outage: training that ends because a store (S3/HTTP) stayed unreachable
+# past data.retry_s exits 75 (EX_TEMPFAIL) and writes <run dir>/OUTAGE; the shell then
+# requeues the job, at most MAX_OUTAGE_REQUEUES times in a row (the launcher reports every
+# worker failure as exit 1, so the marker file, not the status, carries the news).
 # `touch runs/<jobid>/STOP` stops (with a checkpoint) without a requeue.
 #
 # A crashed rank (killed, out of memory, a lost collective) costs minutes, not the job:
@@ -51,11 +55,14 @@ OVERRIDES=${OVERRIDES:-}                        # extra section.key=value, space
 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-launch/multi_node.yaml}  # "" = flags only
 TRAIN_SCRIPT=${TRAIN_SCRIPT:-train.py}          # entry point, relative to the repo root
 MAX_RESTARTS=${MAX_RESTARTS:-3}                 # in-job restarts of all workers after a crash
+MAX_OUTAGE_REQUEUES=${MAX_OUTAGE_REQUEUES:-10}  # requeues after a store outage (exit 75), per job
 REPO_DIR=${REPO_DIR:-${SLURM_SUBMIT_DIR:-$PWD}} # where train.py and .venv live
 
 set -uo pipefail
 
-log() { echo "infogan.sh [$(date '+%F %T')] $*"; }
+# Credentials in a URL (user info, query values) never reach the log (docs/safety.md).
+redact() { sed -E 's#(://)[^/[:space:]]*@#\1***@#g; s#([?&;][^=&;#[:space:]]*)=[^&;#[:space:]]*#\1=***#g'; }
+log() { echo "infogan.sh [$(date '+%F %T')] $*" | redact; }
 die() { log "error: $*" >&2; exit 2; }
 
 # USR1 (Slurm, --signal=B:USR1@300, or scancel --signal=USR1 --batch) and TERM: ask
@@ -80,6 +87,7 @@ cd "$REPO_DIR" || die "cannot cd to REPO_DIR=$REPO_DIR"
   || die "ACCELERATE_CONFIG=$ACCELERATE_CONFIG not found in $PWD"
 [[ "$GPUS_PER_NODE" =~ ^[0-9]+$ ]] || die "GPUS_PER_NODE=$GPUS_PER_NODE is not a count"
 [[ "$MAX_RESTARTS" =~ ^[0-9]+$ ]] || die "MAX_RESTARTS=$MAX_RESTARTS is not a count"
+[[ "$MAX_OUTAGE_REQUEUES" =~ ^[0-9]+$ ]] || die "MAX_OUTAGE_REQUEUES=$MAX_OUTAGE_REQUEUES is not a count"
 case " $OVERRIDES" in *" run.output_dir="* | *" run.name="*)
   die "set RUN_DIR and RUN_NAME instead of run.output_dir/run.name in OVERRIDES (the STOP file must be where training looks)" ;;
 esac
@@ -146,6 +154,8 @@ log "job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST:
 log "$ACCELERATE launch ${LAUNCH_FLAGS[*]} --machine_rank \$SLURM_NODEID ... ${TRAIN_ARGS[*]}"
 
 rm -f "$JOB_DIR/STOP"  # a STOP that outlived its segment would stop this one at once
+OUTAGE_FILE=$JOB_DIR/OUTAGE  # written by training when a store stayed unreachable (exit 75)
+rm -f "$OUTAGE_FILE"
 STOP_FILE=$JOB_DIR/STOP
 if [ -n "$STOP_SIGNAL" ]; then  # signalled during set-up: no training started, none to save
   log "stop requested before training started; requeueing job $SLURM_JOB_ID"
@@ -184,6 +194,17 @@ trap '' USR1 TERM
 if [ -z "$STOP_SIGNAL" ]; then
   if [ "$rc" -eq 0 ]; then
     log "training ended (exit 0: finished, or stopped by a STOP file); not requeued"
+  elif [ -f "$OUTAGE_FILE" ]; then  # an outage, not a failure: try again later
+    outages=$(( ${SLURM_RESTART_COUNT:-0} ))
+    log "training stopped for an outage: $(head -c 2000 "$OUTAGE_FILE")"
+    if [ "$outages" -ge "$MAX_OUTAGE_REQUEUES" ]; then
+      log "error: $outages requeues already (MAX_OUTAGE_REQUEUES=$MAX_OUTAGE_REQUEUES); not requeued"
+      exit 75
+    fi
+    rm -f "$OUTAGE_FILE"
+    log "requeueing job $SLURM_JOB_ID after the outage (requeue $(( outages + 1 )) of at most $MAX_OUTAGE_REQUEUES); it resumes from the newest checkpoint"
+    scontrol requeue "$SLURM_JOB_ID" || { log "error: scontrol requeue $SLURM_JOB_ID failed"; exit 75; }
+    exit 0
   else
     log "training failed (exit $rc); not requeued"
   fi

@@ -135,9 +135,10 @@ class SeaweedS3:
 
 
 class Nginx:
-    """nginx in the foreground with a generated config serving `root` (Range built in)."""
+    """nginx in the foreground with a generated config serving `root` (Range built in);
+    `auth`: (user, password) that HTTP Basic authentication asks for (auth_basic)."""
 
-    def __init__(self, root: Path, work: Path):
+    def __init__(self, root: Path, work: Path, auth: tuple[str, str] | None = None):
         exe = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
                                         else None)
         if exe is None:
@@ -147,6 +148,10 @@ class Nginx:
         user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read tmp dirs
         temps = "\n".join(f"  {k}_temp_path {work / k};" for k in
                           ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        guard = ""
+        if auth is not None:
+            (work / "htpasswd").write_text(f"{auth[0]}:{{PLAIN}}{auth[1]}\n")
+            guard = f'    auth_basic "shards";\n    auth_basic_user_file {work / "htpasswd"};\n'
         conf = work / "nginx.conf"
         conf.write_text(f"""{user}daemon off;
 master_process on;
@@ -162,7 +167,7 @@ http {{
   server {{
     listen 127.0.0.1:{self.port};
     root {root};
-    location / {{ }}
+{guard}    location / {{ }}
   }}
 }}
 """)

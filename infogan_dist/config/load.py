@@ -6,6 +6,12 @@ keys (model.arch, ...) are checked against their registries above this package, 
 YAML quirks handled here: 1.1 reads off/no/on/yes as booleans (mapped back for choice
 fields) and `1e-3` as a string (read as a float for float fields); a key given twice in
 one mapping is refused (PyYAML would silently keep the last).
+
+Hostile files are bounded: a config file is a UTF-8 text file of at most MAX_FILE_BYTES,
+and a document (a file or one override's value) may expand to at most MAX_NODES YAML
+nodes once its aliases are followed: an alias bomb (`b: [*a, *a, ...]` nested ten deep)
+is a few hundred bytes that grow to gigabytes when walked. Counted on the composed
+graph, before anything is constructed; each node is counted once per path to it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .. import redact
 from ..errors import ConfigError
 from .schema import Config
 
@@ -36,8 +43,50 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_FILE_BYTES = 1_000_000  # a config is a few KB
+MAX_NODES = 10_000  # YAML nodes of one document with its aliases expanded (a config: ~200)
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """Nodes of the document with every alias expanded, counting up to just past `limit`
+    (an alias that contains itself counts as past it)."""
+    memo: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in memo:
+            return memo[id(node)]
+        memo[id(node)] = limit + 1  # while inside it: a node reached again is recursive
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        memo[id(node)] = min(total, limit + 1)
+        return memo[id(node)]
+
+    return size(root)
+
+
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    """One YAML document (SafeLoader, no duplicate keys) of at most MAX_NODES nodes with
+    its aliases expanded; ConfigError beyond."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_NODES) > MAX_NODES:
+            raise ConfigError(f"expands to more than {MAX_NODES} YAML nodes through its "
+                              "aliases (an alias bomb?); write the values out")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -138,7 +187,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r}: expected section.key=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
+    except ConfigError as e:
+        raise ConfigError(f"override {key.strip()}: {e}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -150,10 +201,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = Config()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass --config configs/NAME.yaml")
         try:
-            data = read_yaml(path.read_text())
+            data = read_yaml(read_config_text(path))
         except ConfigError as e:
             raise ConfigError(f"config file {path} {e}") from None
         except yaml.YAMLError as e:
@@ -169,6 +218,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def read_config_text(path: Path) -> str:
+    """The text of a config file; ConfigError (one line, without the 'config file X'
+    prefix the caller adds) when it is not a small UTF-8 text file."""
+    if not path.exists():
+        raise ConfigError("not found; pass --config configs/NAME.yaml")
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise ConfigError(f"is {what}; pass a YAML file, e.g. --config configs/NAME.yaml")
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"is {size} bytes, more than a config ({MAX_FILE_BYTES} at "
+                              "most): is it the right file?")
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot be read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"is not a text file (not UTF-8 at byte {e.start}); pass a YAML "
+                          "file") from None
+
+
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     cfg = Config()
     for key, value in _flatten(data, source).items():
@@ -177,5 +249,10 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     return cfg
 
 
+def dump_config(cfg: Config) -> str:
+    """The config as YAML, URL credentials masked (redact.py): what may be written or shown."""
+    return yaml.safe_dump(redact.tree(cfg.to_dict()), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    Path(path).write_text(dump_config(cfg))

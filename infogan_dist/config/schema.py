@@ -31,7 +31,8 @@ def choice(default: str, registry: str) -> Any:
 @dataclass
 class RunConfig:
     output_dir: str = "runs"  # parent folder of every run directory
-    name: str = "default"  # run directory is {output_dir}/{name}; also the W&B group
+    # run directory is {output_dir}/{name}; also the W&B group; at most 200 bytes
+    name: str = "default"
     seed: int = 0  # seeds init, data order and every latent draw (keyed by step)
 
 
@@ -143,6 +144,11 @@ class CheckpointConfig:
     keep_best_mode: Literal["auto", "min", "max"] = "auto"
 
 
+# Bounds on counts whose memory grows with them (every feature is kept, float64 for the
+# covariance): 200,000 Inception features are 1.6 GB in float32, 3.2 GB in float64.
+MAX_FID_SAMPLES = 200_000
+MAX_NAME_BYTES = 200  # run.name is a directory name; room left for a suffix tools add
+
 # keep_best_mode=auto: the direction of a metric by its name's prefix
 BEST_DIRECTION = {"eval/fid": "min", "eval/kid": "min", "eval/mse/": "min", "loss/": "min",
                   "eval/acc/": "max", "eval/mi/": "max", "eval/factorvae": "max",
@@ -200,9 +206,10 @@ class EvalConfig:
     # FID is on
     features: str = ""
     # local safetensors file of the FID Inception-v3, with eval.features=inception
-    # (nothing is downloaded)
+    # (nothing is downloaded; its header is checked at start)
     inception_weights: str = ""
-    # generated images per FID/KID (FID depends on this count: compare like with like)
+    # generated images per FID/KID (FID depends on this count: compare like with like);
+    # at most 200,000 (every feature is kept in memory)
     fid_samples: int = 10_000
     fid_batch: int = 250  # images per feature-network forward (chunks are split over ranks)
     # real images of FID, every image used; "" = data.eval_shards, else data.shards
@@ -247,8 +254,12 @@ class Config:
 
     def validate(self) -> None:
         """Checks that need more than one field's type. Raises ConfigError."""
-        _check(self.run.name and "/" not in self.run.name, "run.name", self.run.name,
-               "a non-empty name without '/'")
+        name = self.run.name
+        _check(name and not set(name) & {"/", "\0"} and name not in (".", "..")
+               and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES, "run.name",
+               name if len(name) <= 80 else f"{name[:40]}...({len(name)} characters)",
+               f"a non-empty name without '/', not . or .., at most {MAX_NAME_BYTES} bytes "
+               "(a file name: most file systems allow 255)")
         _check(self.data.num_workers >= 0, "data.num_workers", self.data.num_workers, ">= 0")
         _check(self.model.width > 0, "model.width", self.model.width, "> 0")
         _check(self.model.ema_half_life_images >= 0, "model.ema_half_life_images",
@@ -297,7 +308,8 @@ class Config:
         if self.eval.features == "inception":
             _check(self.eval.inception_weights, "eval.inception_weights",
                    self.eval.inception_weights, "a local safetensors file of the FID Inception")
-        _check(self.eval.fid_samples >= 2, "eval.fid_samples", self.eval.fid_samples, ">= 2")
+        _check(2 <= self.eval.fid_samples <= MAX_FID_SAMPLES, "eval.fid_samples",
+               self.eval.fid_samples, f"2..{MAX_FID_SAMPLES}")
         _check(self.eval.fid_batch >= 1, "eval.fid_batch", self.eval.fid_batch, ">= 1")
         _check(0 < self.eval.disentanglement_fraction <= 1, "eval.disentanglement_fraction",
                self.eval.disentanglement_fraction, "in (0, 1]")

@@ -33,13 +33,18 @@ import torch
 from PIL import Image
 from webdataset.tariterators import group_by_keys
 
-from ..errors import ShardError
+from ..errors import Outage, ShardError
 from . import stores, tar
-from .stores import Corrupt, NotFound, StoreError
+from .stores import Corrupt, NotFound, StoreError, Unavailable
 from .tar import FIX as _FIX
 from .tar import one_line as _one_line
 
 INDEX_NAME = "index.json"
+MAX_SIDE = 8192  # pixels per image side an index may claim (a hostile one: terabytes)
+# A sample is at least one tar member, and a member at least its 512-byte header, so a
+# shard of n bytes holds at most n // 512 samples: an index that claims more is refused
+# before memory mode allocates for its count (a truncated shard is named when read).
+MIN_MEMBER_BYTES = 512
 INDEX_FORMAT = 1
 IMAGE_EXTS = ("png", "jpg", "jpeg")
 ALLOWED_EXTS = frozenset(IMAGE_EXTS + ("cls", "json", "factors"))
@@ -70,9 +75,11 @@ class ShardIndex:
         return [os.path.basename(p) for p in self.paths]
 
 
-def _named(e: StoreError, what: str = "shard") -> ShardError:
+def _named(e: StoreError, what: str = "shard") -> ShardError | Outage:
     """A store's error as the shard layer's, naming what the object was; bytes that are
-    not the index's get the fix."""
+    not the index's get the fix; a store that stayed unreachable is an Outage."""
+    if isinstance(e, Unavailable):
+        return Outage(f"{what} {e}")
     return ShardError(f"{what} {e}" + (f"; {_FIX}" if isinstance(e, Corrupt) else ""))
 
 
@@ -117,6 +124,12 @@ def _check_index_json(data, path, hint: str) -> dict:
         raise ShardError(f"{path}: not a valid shard index ({_one_line(e)}); {hint}") from None
     if not ok:
         raise ShardError(f"{path}: unsupported index format or empty shards; {hint}")
+    shape = data["image_shape"]
+    if not (all(isinstance(x, int) for x in shape) and shape[0] in (1, 3)
+            and all(1 <= x <= MAX_SIDE for x in shape[1:])):
+        # memory mode allocates (total, C, H, W) and the models size their layers by it
+        raise ShardError(f"{path}: image_shape {shape} is not [C, H, W] with C 1 (grey) or 3 "
+                         f"(RGB) and sides 1..{MAX_SIDE}; {hint}")
     return data
 
 
@@ -157,7 +170,7 @@ def read_index(spec: str) -> ShardIndex:
     sha = [meta[n].get("sha256") for n in names]
     if url:
         paths = [stores.join(directory, n) for n in names]
-        _check_remote_shards(paths, sizes)
+        found = _check_remote_shards(paths, sizes)
     else:
         paths = [str(directory / n) for n in names]
         for j, p in enumerate(paths):
@@ -166,6 +179,13 @@ def read_index(spec: str) -> ShardIndex:
             if sizes is not None and os.path.getsize(p) != sizes[j]:
                 raise ShardError(f"shard {p} is {os.path.getsize(p)} bytes but the index says "
                                  f"{sizes[j]} (truncated or replaced); {_FIX}")
+        found = [os.path.getsize(p) for p in paths]
+    for p, n, name in zip(paths, found, names, strict=True):
+        if n is not None and n > 0 and entries[name] > n // MIN_MEMBER_BYTES:
+            where = stores.redact(p) if url else p
+            raise ShardError(f"shard {where}: the index says {entries[name]} samples, but its "
+                             f"{n} bytes hold at most {n // MIN_MEMBER_BYTES} (a tar member "
+                             f"takes at least {MIN_MEMBER_BYTES}); {_FIX}")
     nc = data.get("num_classes")
     return ShardIndex(
         paths=paths,
@@ -181,7 +201,7 @@ def read_index(spec: str) -> ShardIndex:
     )
 
 
-def _check_remote_shards(urls: list[str], sizes: list[int] | None) -> None:
+def _check_remote_shards(urls: list[str], sizes: list[int] | None) -> list[int | None]:
     """Every shard exists (and has the index's size), asked of their store at once (S3
     lists, HTTP asks in parallel). Run by preflight, so a missing or short upload costs
     exit 2 before any process group starts."""
@@ -197,6 +217,7 @@ def _check_remote_shards(urls: list[str], sizes: list[int] | None) -> None:
         if sizes is not None and n >= 0 and n != sizes[j]:
             raise ShardError(f"shard {stores.redact(u)} is {n} bytes but the index says "
                              f"{sizes[j]} (truncated or replaced upload); {_FIX}")
+    return [found.get(u) for u in urls]
 
 
 def _decode_image(data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:

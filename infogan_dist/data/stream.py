@@ -45,6 +45,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 
 from .. import stop
+from ..errors import Outage
 from ..latent import keyed_generator
 from .shards import ShardError, ShardIndex, check_states, iter_shard
 
@@ -97,9 +98,10 @@ def _block_shuffle(samples: Iterator, size: int, key: tuple[int, ...]) -> Iterat
     yield from (block[j] for j in torch.randperm(len(block), generator=gen).tolist())
 
 
-def _batches(samples: Iterator, batch: int, labels: bool) -> Iterator[tuple | str]:
+def _batches(samples: Iterator, batch: int, labels: bool) -> Iterator[tuple | str | Outage]:
     """Full batches, then this worker's partial last one (the rank combines partials).
-    A ShardError travels as its message, so it is raised again with one line."""
+    A ShardError travels as its message, so it is raised again with one line; an Outage
+    as itself (it pickles), so the rank ends with the outage's exit status."""
     buf: list = []
 
     def collate():
@@ -117,6 +119,8 @@ def _batches(samples: Iterator, batch: int, labels: bool) -> Iterator[tuple | st
             yield collate()
     except ShardError as e:
         yield str(e)
+    except Outage as e:
+        yield e
 
 
 # --- the rank-level source ----------------------------------------------------------------
@@ -271,6 +275,8 @@ class StreamSource:
                                          f"{self._epoch}; the shards changed since indexing")
                     if isinstance(item, str):
                         raise ShardError(item)
+                    if isinstance(item, Outage):
+                        raise Outage(str(item))
                     if len(item[2]) == b:
                         images, labels, ids = item
                         break

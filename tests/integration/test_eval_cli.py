@@ -3,6 +3,7 @@ the info step's effect on c1's MI bound in a short run on real MNIST digits."""
 
 import json
 import math
+import shutil
 import subprocess
 
 import pytest
@@ -92,6 +93,64 @@ def test_sample_fix_and_sweep_and_bad_fix(checkpoint, tmp_path):
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "c1 has 10 classes (0..9)" in lines[0]
     assert not (tmp_path / "bad.png").exists()
+
+
+def capped(cmd: list[str], gb: int = 6) -> subprocess.CompletedProcess:
+    """run_fail with the address space capped: a command that would grow without bound
+    fails fast (MemoryError) instead of taking the machine's memory."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (gb << 30, gb << 30))
+
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env=launch_env(), preexec_fn=cap)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sample", "--n", "100000000"], "--n must be 1..10000 images"),
+    (["eval", "--samples", "1000000000", "--no-pictures"], "--samples must be 1..1000000,"),
+    (["eval", "--fid", "--features", "inception", "--fid-samples", "100000000"],
+     "--fid-samples must be 2..200000"),
+])
+def test_huge_counts_are_refused_in_one_line(checkpoint, tmp_path, args, needle):
+    """Issue 29: counts that would grow memory without bound end with one line (exit 2)
+    before anything is made; the cap turns a regression into a fast MemoryError."""
+    out = ["--out", str(tmp_path / "g.png")] if args[0] == "sample" else []
+    r = capped([INFOGAN, args[0], "--checkpoint", str(checkpoint), *out, *args[1:]])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr[-3000:]
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only tmpfs (tests run as root: chmod would not stop a write)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    yield ro
+    subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_unwritable_outputs_are_one_line_or_a_warning(checkpoint, read_only, tmp_path):
+    """Issue 29: `sample --out` on a read-only file system was an OSError traceback; an
+    eval of a read-only checkpoint lost its computed report at the pictures."""
+    r = run_fail([INFOGAN, "sample", "--checkpoint", str(checkpoint), "--out",
+                  str(read_only / "g.png")])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert f"{read_only / 'g.png'}: Read-only file system" in lines[0]
+    shutil.copytree(checkpoint, tmp_path / "ck")
+    ck = tmp_path / "ck"
+    subprocess.run(["mount", "--bind", str(ck), str(ck)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ck)], check=True)
+        r = run_fail([INFOGAN, "eval", "--checkpoint", str(ck), "--json", "--samples", "100"])
+    finally:
+        subprocess.run(["umount", str(ck)], check=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["pictures"] == []
+    assert f"warning: no pictures: cannot write into {ck} (Read-only file system)" in r.stderr
 
 
 # Measured (configs/smoke.yaml, 512 digits, 100 steps, seeds 0 and 1): with the info

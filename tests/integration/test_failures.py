@@ -169,6 +169,13 @@ def test_stuck_rank_times_out_and_ends_the_run(shards, tmp_path):
     # later; the metrics reduction behind it) "Application timeout caused pair closure"
     assert re.search(r"Timed out waiting 15000ms|Application timeout caused pair closure",
                      out), out[-3000:]
+    # issue 29: rank 0 says so in one line (was a raw RuntimeError traceback), which is
+    # also torchrun's root cause
+    line = [x for x in out.splitlines() if x.startswith("error: rank 0: ")]
+    assert len(line) == 1 and "a collective waited longer than dist.timeout_s=15 s for " \
+        "another rank (" in line[0], out[-4000:]
+    assert "[rank0]: Traceback" not in out and "[rank0]:RuntimeError" not in out, out[-6000:]
+    assert "traceback : CollectiveTimeout: rank 0: a collective waited" in out, out[-4000:]
     # ... and the stuck rank is named among the failures, ended by the launcher
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*-9", out), out[-3000:]
 

@@ -216,3 +216,79 @@ def test_a_live_run_dir_is_refused_before_anything_is_touched(shards, tmp_path):
         if holder.poll() is None:
             holder.kill()
         holder.wait(timeout=60)
+
+
+def test_deleting_a_live_runs_lock_lets_no_second_training_in(shards, tmp_path):
+    """Issue 29: the lock file of a live training is deleted. A second training on the
+    run directory is still refused (the holder's flock on the directory), the first
+    writes its lock again and trains on: every step once in metrics.jsonl."""
+    import time
+
+    run = tmp_path / "r"
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / SMOKE),
+         f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=r",
+         "train.max_steps=100000", "log.every=1", "log.images_every=0",
+         "checkpoint.every=20"], cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 240
+        while not ((run / "metrics.jsonl").exists() and len(metrics(run)) >= 2):
+            assert first.poll() is None and time.monotonic() < end, first.communicate()
+            time.sleep(0.1)  # polling the run's progress, not a synchronisation
+        (run / "train.lock").unlink()
+        r = train_py(f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=r",
+                     "train.max_steps=5")  # were it let in, it would end at once
+        assert_one_line_error(r, f"error: run directory {run} is in use by another training "
+                                 f"(host ")
+        assert f"pid {first.pid}, started " in r.stderr
+        (run / "STOP").touch()
+        out, err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, err[-4000:]
+    assert f"warning: the run lock {run / 'train.lock'} was removed while this training" in err
+    steps = [m["step"] for m in metrics(run)]
+    assert steps == list(range(1, len(steps) + 1)), steps
+    assert not (run / "train.lock").exists()
+
+
+def test_run_dir_on_a_read_only_file_system_is_one_line(shards, tmp_path):
+    """Issue 29: refused by preflight (exit 2, one line) before any process group; was a
+    traceback at the lock's mkdir. Also a run.name too long for a file name."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        r = train_py(f"data.shards={shards}", f"run.output_dir={ro / 'runs'}", "run.name=r")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert_one_line_error(r, f"error: run directory {ro / 'runs' / 'r'} (run.output_dir=")
+    assert f"cannot be written: {ro} is on a read-only file system; set run.output_dir" in r.stderr
+    r = train_py(f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=" + "n" * 256)
+    assert_one_line_error(r, "error: config key run.name: bad value 'nnnn")
+
+
+@pytest.mark.parametrize("weights, needle", [
+    ("text", "not a safetensors weights file"),
+    ("other", "not the weights of the FID Inception-v3"),
+])
+def test_bad_inception_weights_are_found_before_training(shards, tmp_path, weights, needle):
+    """Issue 29: eval.inception_weights that is not the Inception's weights file was
+    found at the first FID step, after the training it then lost; now preflight reads
+    its header: one line, exit 2, no run directory."""
+    path = tmp_path / "inception.safetensors"
+    if weights == "text":
+        path.write_text("not weights\n")
+    else:
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"fc.weight": torch.zeros(2, 2)}, str(path))
+    r = train_py(f"data.shards={shards}", f"run.output_dir={tmp_path}", "run.name=r",
+                 "log.fid_every=10", "eval.features=inception",
+                 f"eval.inception_weights={path}", "eval.fid_samples=16")
+    assert_one_line_error(r, f"error: eval.inception_weights={path}: {path}: {needle}")
+    assert not (tmp_path / "r").exists()

@@ -359,6 +359,50 @@ def test_checkpoint_without_config_is_one_line(shards, tmp_path):
         one_error_line(r)
 
 
+def test_full_disk_between_saves_is_one_line(shards, tmp_path):
+    """Issue 29: the disk fills while training between checkpoints. The next metrics row
+    cannot be written: one line naming the file and what to do (exit 1), not an OSError
+    traceback; the checkpoint written before is kept."""
+    import time
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / SMOKE),
+             *opts(shards, disk, "fills", "train.max_steps=100000", "log.every=1",
+                   f"checkpoint.every={N}")],
+            cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        run = disk / "fills"
+        try:
+            end = time.monotonic() + 300
+            while not (run / "checkpoints" / f"step-{N:08d}" / "COMPLETE").exists():
+                assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+                time.sleep(0.1)  # polling the run's progress, not a synchronisation
+            with open(disk / "filler", "wb") as f:  # every free block of the tmpfs
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        assert r.returncode == 1, out(r)[-3000:]
+        line = one_error_line(r)
+        assert line.startswith(f"error: cannot write {run / 'metrics.jsonl'}: No space left on "
+                               "device; the last complete checkpoint is kept: free space"), line
+        assert f"step-{N:08d}" in listing(run) and all_finite(step_dir(run, N))
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
 def test_full_disk_during_a_save_is_one_line(shards, tmp_path):
     """A 6 MiB tmpfs holds one checkpoint of the smoke model (3.7 MB), not two."""
     disk = tmp_path / "disk"

@@ -23,7 +23,7 @@ from infogan_dist.config import DataConfig
 from infogan_dist.data import ShardError, StreamSource, decode_all, read_index
 from infogan_dist.data import stores as remote
 from infogan_dist.data.stores import cache
-from tests.helpers import ROOT, launch_env, make_shards, train, train_cmd
+from tests.helpers import ROOT, VENV_BIN, launch_env, make_shards, train, train_cmd
 from tests.remote_servers import (
     BUCKET,
     SECRET_KEY,
@@ -528,3 +528,156 @@ def test_prepare_data_uploads_to_s3(shards, s3, tmp_path):
                        text=True, timeout=300, cwd=ROOT, env=env)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "only s3://" in r.stderr
+
+
+# --- secrets in URLs are never written (issue 29) ----------------------------------------
+
+URL_SECRETS = ("alicePw-7e1d93", "endpointPw-4b20c8", "querySig-c9a7f5")
+
+
+@pytest.fixture(scope="module")
+def http_auth(shards, tmp_path_factory):
+    """nginx that asks for HTTP Basic authentication: alice / URL_SECRETS[0]."""
+    server = Nginx(shards.parent, tmp_path_factory.mktemp("nginx-auth"),
+                   auth=("alice", URL_SECRETS[0]))
+    yield server
+    server.stop()
+
+
+def test_http_credentials_in_the_url_are_sent(shards, http_auth):
+    """https://user:password@host/...: urllib3 dropped the user info, so a server that asks
+    for a password answered 401. It is sent as Basic authentication now, and never shown."""
+    host = http_auth.url.split("://")[1]
+    local = read_index(str(shards))
+    index = read_index(f"http://alice:{URL_SECRETS[0]}@{host}/shards")
+    assert (index.counts, index.sha256) == (local.counts, local.sha256)
+    images, labels = decode_all(index)
+    want = decode_all(local)
+    assert torch.equal(images, want[0]) and torch.equal(labels, want[1])
+    for url in (f"http://{host}/shards", f"http://alice:wrong-{URL_SECRETS[0]}@{host}/shards"):
+        with pytest.raises(ShardError) as e:
+            read_index(url)
+        assert str(e.value) == (f"shard index http://{host}/shards/index.json: HTTP 401 "
+                                "Unauthorized; check the credentials")
+
+
+def test_a_missing_bucket_is_named_as_such(s3, aws_env):
+    """It was reported as a missing index.json ('no index.json at s3://...')."""
+    with pytest.raises(ShardError) as e:
+        read_index("s3://no-such-bucket-29/digits")
+    assert str(e.value).startswith(
+        "shard index s3://no-such-bucket-29/digits/index.json: HTTP 404 NoSuchBucket: the "
+        f"bucket does not exist at this endpoint ({s3.endpoint}); check the bucket name"), \
+        str(e.value)
+
+
+def test_an_outage_is_not_bad_input(shards, s3, s3_url, tmp_path):
+    """The real S3 server stopped, before the start and in the middle of a stream-mode
+    training (its reads in a DataLoader worker): past data.retry_s the run ends with one
+    line and exit 75 (EX_TEMPFAIL), not 2, and leaves <run dir>/OUTAGE for
+    slurm/infogan.sh; it named a missing-data problem before."""
+    import time
+
+    env = dict(launch_env(), **s3.env())
+
+    def train_py(*overrides: str, wait: bool = True):
+        cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / SMOKE),
+               f"data.shards={s3_url}", f"run.output_dir={tmp_path}", "data.retry_s=2",
+               "log.images_every=0", *overrides]
+        if wait:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                                  cwd=ROOT, env=env)
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def one_line(err: str) -> str:
+        assert "Traceback" not in err, err[-3000:]
+        lines = [x for x in err.splitlines() if x.startswith("error: ")]
+        assert len(lines) == 1, err[-3000:]
+        return lines[0]
+
+    s3.kill()
+    try:
+        r = train_py("run.name=before")
+        assert r.returncode == 75, r.stderr[-3000:]
+        line = one_line(r.stderr)
+        assert line.startswith(f"error: shard index {s3_url}/index.json: still failing after "
+                               "2 s of retries (EndpointConnectionError: cannot connect to "
+                               f"{s3.endpoint})"), line
+        assert line.endswith("an outage, not bad input: launch again when the store is back "
+                             "(exit 75; slurm/infogan.sh requeues the job by itself)"), line
+        assert (tmp_path / "before" / "OUTAGE").read_text().startswith("shard index ")
+    finally:
+        s3.start()
+    run = tmp_path / "during"
+    proc = train_py("run.name=during", "data.mode=stream", "data.num_workers=1",
+                    "train.max_steps=100000", "log.every=1", "checkpoint.every=8", wait=False)
+    try:
+        end = time.monotonic() + 300
+        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text()):
+            assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+            time.sleep(0.1)  # polling the run's progress, not a synchronisation
+        s3.kill()
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        s3.start()
+    assert proc.returncode == 75, err[-3000:]
+    assert "still failing after 2 s of retries" in one_line(err)
+    assert (run / "OUTAGE").exists()
+
+
+def _assert_no_secret(where: str, data: bytes) -> None:
+    for secret in URL_SECRETS:
+        assert secret.encode() not in data, f"{secret} in {where}"
+
+
+def test_a_password_in_a_shard_url_is_never_written(shards, http_auth, tmp_path):
+    """data.shards with user:password, data.s3_endpoint_url with user info and a query
+    token: every file of the run directory (config.yaml, each checkpoint's copy, metrics,
+    the offline W&B run: debug.log, config, the .wandb file with the command line), the
+    output and the error lines hold them masked; the training reads the real URL; a
+    resume takes the URL from the command line again; a run's config.yaml (masked) as
+    --config, and `infogan eval` on the checkpoint without --data, are refused in one line."""
+    host = http_auth.url.split("://")[1]  # a server that asks for the password
+    url = f"http://alice:{URL_SECRETS[0]}@{host}/shards"
+    endpoint = f"http://key:{URL_SECRETS[1]}@127.0.0.1:9/?X-Amz-Signature={URL_SECRETS[2]}"
+    env = dict(launch_env(), WANDB_MODE="offline")
+
+    def launch(*overrides: str, config: str = str(ROOT / SMOKE)):
+        cmd = [sys.executable, str(ROOT / "train.py"), "--config", config,
+               f"run.output_dir={tmp_path}", "run.name=secret", "log.wandb=offline",
+               "checkpoint.every=2", "log.every=1", *overrides]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        _assert_no_secret("the output", (r.stdout + r.stderr).encode())
+        return r
+
+    secrets = (f"data.shards={url}", f"data.s3_endpoint_url={endpoint}")
+    r = launch(*secrets, "train.max_steps=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = launch(*secrets, "train.max_steps=4")  # the resume: the URL from the command line
+    assert r.returncode == 0 and "resumed from " in r.stdout, r.stderr[-3000:]
+    run = tmp_path / "secret"
+    files = [f for f in run.rglob("*") if f.is_file()]
+    assert len(list(run.glob("wandb/offline-run-*/run-*.wandb"))) == 2  # one per segment
+    assert len(list(run.glob("wandb/offline-run-*/logs/debug.log"))) == 2
+    for f in files:
+        _assert_no_secret(str(f), f.read_bytes())
+    written = (run / "checkpoints" / "step-00000004" / "config.yaml").read_text()
+    assert f"shards: http://***@{host}/shards" in written
+    assert "s3_endpoint_url: http://***@127.0.0.1:9/?X-Amz-Signature=***" in written
+    # a written config is not an input with credentials: refused, not sent to a server
+    r = launch(config=str(run / "config.yaml"))
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr[-3000:]
+    assert "config key data.shards: its URL has credentials masked as ***" in errors[0]
+    # an error line naming a bad value with a password in it: masked
+    r = launch(f"data.num_workers={url}")
+    assert r.returncode == 2 and f"http://***@{host}/shards" in r.stderr, r.stderr[-3000:]
+    r = subprocess.run([str(VENV_BIN / "infogan"), "eval", "--checkpoint",
+                        str(run / "checkpoints" / "step-00000004"), "--no-pictures"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert r.returncode == 2 and "credentials were masked when it was written; pass --data" \
+        in r.stderr, r.stderr[-3000:]

@@ -149,3 +149,47 @@ def test_script_refuses_to_run_outside_slurm():
     r = subprocess.run(["bash", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2 and "not inside a Slurm job" in r.stderr, r.stderr
+
+
+# A stand-in for train.py (TRAIN_SCRIPT): the first segment ends as an outage does (the
+# run directory's OUTAGE file, exit 75); a requeued segment trains. The trainer's side
+# (exit 75 and OUTAGE when the real S3 server is stopped) is
+# test_remote_shards::test_an_outage_is_not_bad_input; this is the script's side.
+OUTAGE_STANDIN = """\
+import os, sys
+from pathlib import Path
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+run = Path(args["run.output_dir"]) / args["run.name"]
+segment = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+if segment == 0:
+    if os.environ.get("RANK", "0") == "0":
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "OUTAGE").write_text("shard index s3://b/p/index.json: still failing after "
+                                    "30 s of retries; an outage\\n")
+    print("error: stand-in: an outage", file=sys.stderr, flush=True)
+    sys.exit(75)
+print(f"stand-in: segment {segment} trained", flush=True)
+"""
+
+
+def test_an_outage_requeues_the_job_and_no_secret_reaches_its_log(slurm_cluster, tmp_path):
+    """Issue 29: training that ends in an outage (OUTAGE written, exit 75) is requeued by
+    the script, and the next segment runs; a password in OVERRIDES is masked in the log
+    line that shows the launch (it was written there as given)."""
+    standin = tmp_path / "standin.py"
+    standin.write_text(OUTAGE_STANDIN)
+    runs = tmp_path / "runs"
+    env = {"CONFIG": "configs/smoke.yaml", "GPUS_PER_NODE": "0", "RUN_DIR": str(runs),
+           "TRAIN_SCRIPT": str(standin), "MAX_RESTARTS": "0",
+           "OVERRIDES": "data.shards=https://alice:slurmPw-31c7@data.example.org/shards"}
+    job = slurm_cluster.sbatch(SCRIPT, *SBATCH_ARGS, f"--output={tmp_path}/slurm-%j.log",
+                               cwd=ROOT, env=env)
+    log = tmp_path / f"slurm-{job}.log"
+    info = slurm_cluster.wait_for_end(job, timeout=400, log=log)
+    text, diag = log.read_text(), slurm_cluster.diagnostics(log)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", diag
+    assert "training stopped for an outage: shard index s3://b/p/index.json" in text, diag
+    assert f"requeueing job {job} after the outage (requeue 1 of at most 10)" in text, diag
+    assert "stand-in: segment 1 trained" in text, diag
+    assert not (runs / str(job) / "OUTAGE").exists()
+    assert "slurmPw-31c7" not in text and "data.shards=https://***@data.example.org" in text

@@ -327,3 +327,47 @@ def test_wandb_key_is_read_from_netrc_not_found_as_a_substring(tmp_path, monkeyp
     assert tracking.wandb_mode_for("online") == "offline"
     netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
     assert tracking.wandb_mode_for("online") == "online"
+
+
+# --- entries named like a checkpoint that the trainer did not write (issue 29) ----------
+
+def test_a_symlink_or_file_named_like_the_next_checkpoint_is_set_aside(tmp_path, capsys):
+    """checkpoints/step-N as a symlink (to a directory elsewhere) or a plain file: the
+    save moves the entry itself aside (never follows, empties or deletes it) and writes
+    the checkpoint; resume never takes a symlink for a checkpoint."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("keep me")
+    make_ckpt(tmp_path, 10)
+    root = ckpt.checkpoints_root(tmp_path)
+    (root / "step-00000020").symlink_to(elsewhere, target_is_directory=True)
+    (root / "step-00000030").write_text("a file")
+    (root / ".tmp-step-00000040").symlink_to(elsewhere, target_is_directory=True)
+    path, warnings = ckpt.find_resume(tmp_path, "auto")
+    assert path == root / "step-00000010"
+    assert any("step-00000020 (a symlink (to " in w for w in warnings), warnings
+    assert ckpt.clean_stale_tmp(tmp_path) == [root / ".tmp-step-00000040"]
+    for step in (20, 30):
+        ckpt.finalize(tmp_path, tmp_save(tmp_path, step), step, keep=5)
+    assert ckpt.is_complete(root / "step-00000020") and ckpt.is_complete(root / "step-00000030")
+    assert not (root / "step-00000020").is_symlink()
+    assert (root / "aside-step-00000020").is_symlink()
+    assert (root / "aside-step-00000030").read_text() == "a file"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious"]  # untouched
+    assert "warning: " in capsys.readouterr().out
+
+
+def test_keep_best_replaces_a_symlinked_best_without_following_it(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("keep me")
+    first = make_ckpt(tmp_path, 10)
+    root = ckpt.checkpoints_root(tmp_path)
+    (root / ckpt.BEST_DIR).symlink_to(elsewhere, target_is_directory=True)
+    (root / ".old-best").symlink_to(elsewhere, target_is_directory=True)
+    assert ckpt.keep_best(tmp_path, first, 10, "eval/fid", "min", {"eval/fid": 3.0})
+    assert ckpt.keep_best(tmp_path, make_ckpt(tmp_path, 20), 20, "eval/fid", "min",
+                          {"eval/fid": 2.0})
+    assert not (root / ckpt.BEST_DIR).is_symlink()
+    assert json.loads((root / ckpt.BEST_DIR / ckpt.BEST_FILE).read_text())["step"] == 20
+    assert (elsewhere / "precious").read_text() == "keep me"

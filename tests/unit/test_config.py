@@ -34,6 +34,10 @@ def test_overrides_are_typed():
     ("latent.categorical=[1]", ["latent.categorical", ">= 2"]),
     ("optim.betas=[0.5]", ["optim.betas"]),
     ("loss.q_augment=-1", ["loss.q_augment", ">= 0"]),
+    # issue 29: hostile names and counts, refused before anything is made
+    ("run.name=" + "x" * 300, ["run.name", "at most 200 bytes", "300 characters"]),
+    ("run.name=..", ["run.name", "not . or .."]),
+    ("eval.fid_samples=100000000", ["eval.fid_samples", "2..200000"]),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError) as e:
@@ -149,3 +153,90 @@ def test_every_choice_key_has_its_registry_in_choices():
     for key, f in fields.items():
         module, name = f.metadata["registry"].split(":")
         assert getattr(importlib.import_module(module), name) is REGISTRIES[key], key
+
+
+# --- hostile config files (issue 29) ---------------------------------------------------
+
+def _flow_bomb(levels: int, width: int) -> str:
+    """Anchors in one flow sequence, each list `width` aliases of the previous one:
+    width**levels leaves once expanded."""
+    parts = [f"&a0 [{', '.join(['1'] * width)}]"]
+    for i in range(1, levels):
+        parts.append(f"&a{i} [{', '.join([f'*a{i - 1}'] * width)}]")
+    return ", ".join(parts)
+
+
+def _bomb(levels: int, width: int) -> str:
+    """A config file whose latent.noise_dim is the bomb: the one-line error for a bad
+    value (its repr) walks and expands all of it."""
+    return f"latent:\n  noise_dim: [{_flow_bomb(levels, width)}]\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """A few hundred bytes that expand to more than MAX_NODES nodes: one line. (5 levels of
+    10: 111,111 nodes, harmless to build; the real bomb is the test below.)"""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_bomb(5, 10))
+    with pytest.raises(ConfigError, match=r"^config file .*bomb.yaml expands to more than "
+                                          r"10000 YAML nodes through its aliases"):
+        load_config(bomb)
+    with pytest.raises(ConfigError, match=r"^override latent.noise_dim: expands to more"):
+        load_config(None, [f"latent.noise_dim=[{_flow_bomb(4, 10)}]"])
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("latent:\n  categorical: &a [2, *a]\n")
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_config(recursive)
+    fine = tmp_path / "anchors.yaml"  # anchors as people use them: still fine
+    fine.write_text("optim:\n  lr_d: &lr 0.0002\n  lr_info: *lr\n")
+    assert load_config(fine).optim.lr_info == 2e-4
+
+
+LOAD = """\
+import sys
+from infogan_dist.config import ConfigError, load_config
+try:
+    load_config(sys.argv[1])
+except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_a_real_alias_bomb_costs_a_line_not_the_memory(tmp_path):
+    """9 levels of 9 (387 million leaves) loaded under a 1 GB address-space cap: one
+    line (before: it grew until the cap, a MemoryError after seconds of work)."""
+    import resource
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_bomb(9, 9))
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    r = subprocess.run([sys.executable, "-c", LOAD, str(bomb)], capture_output=True,
+                       text=True, timeout=300, preexec_fn=cap, cwd=ROOT)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "expands to more than" in lines[0], \
+        r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda p: p.mkdir(), "is a directory; pass a YAML file"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 10), "is not a text file"),
+    (lambda p: p.write_text("# padding\n" * 200_000), "bytes, more than a config"),
+])
+def test_a_config_file_that_is_not_one_is_one_line(tmp_path, make, said):
+    path = tmp_path / "config.yaml"
+    make(path)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"config file {path} ") and said in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_checkpoint_config_is_read_with_the_same_bounds(tmp_path):
+    from infogan_dist.checkpoint import read_config
+
+    (tmp_path / "config.yaml").write_text(_bomb(5, 10))
+    with pytest.raises(ConfigError, match=r"config.yaml expands to more than 10000"):
+        read_config(tmp_path)

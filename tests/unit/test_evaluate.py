@@ -207,6 +207,8 @@ def test_sample_latents_fix_and_sweep():
 @pytest.mark.parametrize("fix,msg", [
     ("c1=10", "out of range"), ("c1=-1", "out of range"), ("c1=x", "class index"),
     ("c9=1", "unknown code"), ("c2=abc", "give a number"), ("c1", "CODE=VALUE"),
+    # issue 29: values a float32 code cannot hold were a RuntimeError traceback
+    ("c2=1e308", "within float32"), ("c2=nan", "must be finite"), ("c2=-inf", "finite"),
 ])
 def test_bad_fix(fix, msg):
     space, _, _ = tiny()
@@ -217,6 +219,7 @@ def test_bad_fix(fix, msg):
 @pytest.mark.parametrize("sweep,msg", [
     ("c1=0:1:3", "categorical"), ("c7=0:1:3", "unknown code"), ("c2=0:1", "START:STOP"),
     ("c2=0:1:1", ">= 2"),
+    ("c2=-1e308:1:3", "within float32"), ("c2=0:1:100000000", "at most 10000"),
 ])
 def test_bad_sweep(sweep, msg):
     space, _, _ = tiny()

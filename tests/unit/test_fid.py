@@ -126,6 +126,46 @@ def test_real_stats_are_cached_by_shards_and_weights(tiny_shards, tmp_path, caps
     assert fid.cache_key(sub, net.identity) != fid.cache_key(tiny_shards, net.identity)
 
 
+def test_real_stats_follow_the_images_not_the_index(tiny_shards, tmp_path, capsys):
+    """Issue 29: eval shards rewritten with other images under an unchanged index.json
+    without sha256 (and sizes) reused the cached statistics: FID against the old set.
+    The key is the images' pixels: they are recomputed, equal to a fresh computation; and
+    a cache file copied onto the new key's name is not believed."""
+    from infogan_dist.data.prepare import write_shards
+
+    net = load_classifier(tiny_classifier(tmp_path))
+    fallback = tmp_path / "fallback"
+    index_path = tmp_path / "shards" / "index.json"
+    index = json.loads(index_path.read_text())
+    for entry in index["shards"]:  # an index from before sizes and sha256 were recorded
+        entry.pop("sha256", None)
+        entry.pop("size", None)
+    index_path.write_text(json.dumps(index))
+    old = fid.real_stats(tiny_shards, net, 16, "cpu", fallback)
+    stale = next((tmp_path / "shards" / fid.CACHE_DIR).iterdir()).read_bytes()
+    capsys.readouterr()
+    rng = np.random.default_rng(1)  # other images, same count, same shard names
+    write_shards(rng.integers(0, 128, size=(40, 1, 28, 28), dtype=np.uint8),
+                 rng.integers(0, 10, 40), tmp_path / "other", shard_size=20, source="random",
+                 num_classes=10)
+    for f in (tmp_path / "other").glob("shard-*.tar"):
+        os.replace(f, tmp_path / "shards" / f.name)
+    assert json.loads(index_path.read_text()) == index  # the index did not change
+    new = fid.real_stats(tiny_shards, net, 16, "cpu", fallback)
+    assert "cached in" in capsys.readouterr().err  # recomputed
+    assert not np.array_equal(new.mu, old.mu)
+    for f in (tmp_path / "shards" / fid.CACHE_DIR).iterdir():
+        f.unlink()
+    fresh = fid.real_stats(tiny_shards, net, 16, "cpu", fallback)
+    np.testing.assert_array_equal(new.sigma, fresh.sigma)
+    # the old file put where the new key's file goes: it records another key, recomputed
+    next((tmp_path / "shards" / fid.CACHE_DIR).iterdir()).write_bytes(stale)
+    capsys.readouterr()
+    again = fid.real_stats(tiny_shards, net, 16, "cpu", fallback)
+    assert "cached in" in capsys.readouterr().err
+    np.testing.assert_array_equal(again.sigma, fresh.sigma)
+
+
 def test_unwritable_shard_directory_falls_back(tiny_shards, tmp_path, capsys):
     net = load_classifier(tiny_classifier(tmp_path))
     # the cache dir's name taken by a file: the shard directory cannot hold the cache (a

@@ -102,3 +102,33 @@ def test_good_settings_load():
                              "log.eval_metrics=[codes, fid]", "eval.features=x"])
     load_config(str(SMOKE), ["checkpoint.keep_best=eval/custom", "log.eval_every=5",
                              "checkpoint.keep_best_mode=max"])
+
+
+@pytest.mark.parametrize("overrides,match", [
+    # issue 29: a metric that never appears kept nothing without a word
+    (["checkpoint.keep_best=eval/acc/c9", "log.eval_every=5"],
+     r"'eval/acc/c9'; the evaluations of this run \(codes\) report only eval/acc/c1, "
+     "eval/mi/c1, eval/mi/c2, eval/mi/c3, eval/mse/c2, eval/mse/c3"),
+    (["checkpoint.keep_best=eval/acc/c2", "log.eval_every=5"], "report only eval/acc/c1,"),
+    (["checkpoint.keep_best=eval/custom", "log.eval_every=5",
+      "checkpoint.keep_best_mode=max"], "'eval/custom'"),
+])
+def test_keep_best_on_a_metric_no_evaluation_reports_is_refused_at_start(overrides, match):
+    from infogan_dist.preflight import check_keep_best
+
+    cfg = load_config(str(SMOKE), overrides)  # the schema alone cannot know the names
+    with pytest.raises(ConfigError, match=match):
+        check_keep_best(cfg)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["checkpoint.keep_best=eval/acc/c1", "log.eval_every=5"],
+    ["checkpoint.keep_best=eval/mse/c3", "log.eval_every=5"],
+    ["checkpoint.keep_best=eval/kid", "log.eval_every=5", "log.eval_metrics=[codes, fid]",
+     "eval.features=x"],
+    ["checkpoint.keep_best=eval/fid", "log.fid_every=5", "eval.features=x"],
+])
+def test_keep_best_on_a_reported_metric_passes(overrides):
+    from infogan_dist.preflight import check_keep_best
+
+    check_keep_best(load_config(str(SMOKE), overrides))

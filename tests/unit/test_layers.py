@@ -1,7 +1,8 @@
 """The package imports downward only: no import cycle, and every import goes down (or
 sideways within) these layers, bottom to top (docs/layers.md):
 
-    1. errors       ConfigError, ShardError; imports nothing of the package
+    1. errors       ConfigError, ShardError, Outage; redact (URL credentials masked);
+                    import nothing of the package
     2. registry     Registry (raises ConfigError)
     3. config       the schema, YAML loading, resume rules; no registry, no loss term
     4. data.stores  byte stores by URL scheme: local, S3, HTTP(S), node cache, read-ahead;
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "infogan_dist"
 
 LAYERS: list[tuple[str, list[str]]] = [  # bottom to top; a module is in the layer of its
-    ("errors", ["errors"]),               # longest matching prefix
+    ("errors", ["errors", "redact"]),     # longest matching prefix
     ("registry", ["registry"]),
     ("config", ["config"]),
     ("data.stores", ["data.stores"]),
@@ -57,8 +58,9 @@ LAYERS: list[tuple[str, list[str]]] = [  # bottom to top; a module is in the lay
 # What the bottom layers may import of the package (prefixes), whatever the order says.
 MAY_IMPORT = {
     "errors": [],
+    "redact": [],
     "registry": ["errors"],
-    "config": ["errors", "config"],
+    "config": ["errors", "redact", "config"],
     "data.stores": ["errors", "registry", "data.stores"],
     "models": ["errors", "registry", "config", "models"],
     "disentangle": ["errors", "registry", "disentangle"],  # pure metrics: no model, no data

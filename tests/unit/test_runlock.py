@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from infogan_dist import runlock
 from infogan_dist.runlock import LOCK_NAME, STALE_S, RunLock, RunLockError, _boot_id
 
 ROOT = Path(__file__).parents[2]
@@ -163,3 +164,43 @@ def test_two_contenders_for_a_stale_lock_one_wins(tmp_path, procs):
         if pid != winners[0]:
             assert line.startswith("refused") and f"pid {winners[0]}," in line, line
     assert json.loads((run / LOCK_NAME).read_text())["pid"] == winners[0]
+
+
+# --- two writers: the lock file deleted or replaced under a live holder (issue 29) ------
+
+def test_a_deleted_lock_file_still_refuses_a_second_training(tmp_path, procs):
+    """The holder keeps an flock on the run directory: deleting train.lock releases
+    nothing, a contender is refused naming the holder, and the holder writes its lock
+    file again at its next heartbeat."""
+    run = tmp_path / "run"
+    procs.append(holder := start_holder(run))
+    held_by(holder)
+    (run / LOCK_NAME).unlink()
+    with pytest.raises(RunLockError, match=f"in use by another training .*pid {holder.pid},"):
+        RunLock(run).acquire()
+    wait_for(lambda: (run / LOCK_NAME).exists(), "lock file written again")
+    assert json.loads((run / LOCK_NAME).read_text())["pid"] == holder.pid
+    holder.stdin.close()
+    assert holder.wait(timeout=BOUND_S) == 0
+    assert "was removed while this training held it" in holder.stderr.read()
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_a_lock_taken_by_another_training_stops_the_holder_before_it_writes(tmp_path):
+    """Another node's training took the lock (the file was deleted, then created by it):
+    the holder's next check before a write raises, and its release leaves that lock."""
+    run = tmp_path / "run"
+    lock = RunLock(run, heartbeat_s=3600)  # no heartbeat during the test: the check alone
+    lock.acquire()
+    try:
+        (run / LOCK_NAME).unlink()
+        _fake_lock(run, host="node9", pid=777, token="other")
+        with pytest.raises(RunLockError, match="taken over by another training "
+                                               r"\(host node9, pid 777,"):
+            runlock.ensure_held()
+        with pytest.raises(RunLockError):  # and stays lost
+            lock.ensure_held()
+    finally:
+        lock.release()
+    assert json.loads((run / LOCK_NAME).read_text())["token"] == "other"
+    runlock.ensure_held()  # no lock held in this process any more: a no-op

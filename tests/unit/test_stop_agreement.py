@@ -51,3 +51,22 @@ def test_stop_is_agreed_one_step_later_on_every_rank(tmp_path):
 def test_one_process_agrees_at_once():
     agreement = ranks.StopAgreement()
     assert [agreement.poll(s == 2) for s in range(4)] == [False, False, True, False]
+
+
+def test_a_stop_directory_is_a_request_and_no_traceback(tmp_path, capsys):
+    """Issue 29: STOP made as a directory stopped the run, then deleting it raised
+    IsADirectoryError (a traceback at start, or at the end after the stop checkpoint)."""
+    import os
+
+    from infogan_dist.stop import StopRequest
+
+    stop_dir = tmp_path / "STOP"
+    (stop_dir / "inside").mkdir(parents=True)
+    request = StopRequest(stop_dir, is_main=True)
+    assert request.local()  # anything named STOP asks to stop
+    request.clear_file()  # not ours to delete: kept, with a warning
+    assert stop_dir.is_dir() and "is a directory, not a STOP file" in capsys.readouterr().err
+    os.rmdir(stop_dir / "inside")
+    os.utime(stop_dir, (0, 0))  # left by an earlier segment
+    request.clear_stale_file()  # an empty directory holds nothing: removed
+    assert not stop_dir.exists()

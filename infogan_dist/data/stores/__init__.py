@@ -25,6 +25,7 @@ from .base import (
     NotFound,
     Store,
     StoreError,
+    Unavailable,
     check_bytes,
     check_digest,
     configure,
@@ -50,6 +51,7 @@ LOCAL = LocalStore()  # paths, and URLs of schemes no store is registered for
 
 __all__ = [
     "CHUNK", "LOCAL", "STORES", "Corrupt", "NotFound", "RemoteStore", "Store", "StoreError",
+    "Unavailable",
     "check_bytes", "check_digest", "configure", "delete", "dirname", "is_remote", "join",
     "open", "options", "read_bytes", "redact", "sizes", "store_for", "upload", "writable",
     "writable_schemes",

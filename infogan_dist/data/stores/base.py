@@ -66,6 +66,12 @@ class Corrupt(StoreError):
     """The object's bytes are not the expected ones (sha256): rebuild or re-upload it."""
 
 
+class Unavailable(StoreError):
+    """The store kept failing transiently (refused or reset connections, timeouts, 5xx)
+    for data.retry_s without progress: an outage, which the shard layer reports as such
+    (errors.Outage), not as bad data."""
+
+
 class Transient(Exception):
     """A fault worth retrying; `str` is a one-line cause without secrets."""
 

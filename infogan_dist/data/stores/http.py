@@ -1,10 +1,15 @@
 """HTTP(S) servers (http://host/path, https://...) through urllib3 (already a dependency of
 botocore): pooled keep-alive connections, streamed bodies, Range requests, and a length
-check on every body. Read-only: upload shards to a web server with its own tools."""
+check on every body. Read-only: upload shards to a web server with its own tools.
+
+Credentials in the URL (https://user:password@host/path) are sent as HTTP Basic
+authentication (urllib3 would drop them), never put in a message (base.redact), and such
+URLs are not read ahead (read-ahead's raw GET carries no credentials)."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .base import Options, Permanent, Transient, client
 from .network import Body, RemoteStore, status_fault
@@ -23,11 +28,27 @@ def _pool() -> Any:
     return client("http", _make_pool)
 
 
+def _with_auth(url: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The URL without its user info, and the headers with its Basic authentication."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, headers
+    import urllib3
+
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    login = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return (urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)),
+            {**headers, **urllib3.util.make_headers(basic_auth=login)})
+
+
 class HTTPBody(Body):
     def __init__(self, url: str, offset: int, etag: str | None):
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         if etag and offset:
             headers["If-Range"] = etag
+        url, headers = _with_auth(url, headers)
         r = _pool().request("GET", url, headers=headers, preload_content=False,
                             redirect=True)
         if r.status not in (200, 206):
@@ -56,7 +77,8 @@ class HTTPStore(RemoteStore):
         return HTTPBody(url, offset, etag)
 
     def head(self, url: str) -> int | None:
-        r = _pool().request("HEAD", url, redirect=True)
+        url, headers = _with_auth(url, {})
+        r = _pool().request("HEAD", url, headers=headers, redirect=True)
         if r.status == 404:
             return None
         if r.status != 200:
@@ -73,5 +95,5 @@ class HTTPStore(RemoteStore):
             return Transient(type(e).__name__)
         return Permanent(type(e).__name__)
 
-    def http_url(self, url: str) -> str:
-        return url
+    def http_url(self, url: str) -> str | None:
+        return None if urlsplit(url).username is not None else url

@@ -31,6 +31,7 @@ from .base import (
     Store,
     StoreError,
     Transient,
+    Unavailable,
     check_digest,
     length_fault,
     options,
@@ -120,7 +121,7 @@ class RemoteStore(Store):
             if progress is not None and progress() != last:
                 last, start, delay = progress(), time.monotonic(), 0.2
             if time.monotonic() - start > options().retry_s:
-                raise StoreError(
+                raise Unavailable(
                     url, f"still failing after {options().retry_s:g} s of retries ({fault}); "
                          "check the server and the network (data.retry_s sets the window)",
                     verb) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Options, Permanent, StoreError, Transient, client, dirname
+from .base import Options, Permanent, StoreError, Transient, client, dirname, redact
 from .network import Body, RemoteStore, status_fault
 
 
@@ -27,6 +27,14 @@ def _make_client(o: Options) -> Any:
 
 def _s3() -> Any:
     return client("s3", _make_client)
+
+
+def _endpoint() -> str:
+    """The endpoint this process's client talks to, credentials masked."""
+    try:
+        return redact(str(_s3().meta.endpoint_url))
+    except Exception:
+        return "the S3 endpoint"
 
 
 def bucket_key(url: str) -> tuple[str, str]:
@@ -88,6 +96,11 @@ class S3Store(RemoteStore):
             code = str(e.response.get("Error", {}).get("Code", "")) or "error"
             if status == 0:
                 return Transient(code)
+            if code == "NoSuchBucket":  # not "no such object": the bucket itself is missing
+                return Permanent(f"HTTP {status} NoSuchBucket: the bucket does not exist at "
+                                 f"this endpoint ({_endpoint()}); check the bucket name and "
+                                 "the endpoint, or create the bucket and upload the shards "
+                                 "with `infogan prepare-data --out s3://BUCKET/PREFIX`")
             return status_fault(status, "" if code == str(status) else code)
         if isinstance(e, be.NoCredentialsError | be.PartialCredentialsError):
             return Permanent("no AWS credentials found; set AWS_ACCESS_KEY_ID and "
@@ -96,6 +109,8 @@ class S3Store(RemoteStore):
             return Permanent("the AWS profile in AWS_PROFILE does not exist in ~/.aws/config")
         if isinstance(e, be.ParamValidationError):
             return Permanent("invalid S3 request parameters (bucket or key name)")
+        if isinstance(e, be.EndpointConnectionError):  # name it: a typo looks like an outage
+            return Transient(f"{type(e).__name__}: cannot connect to {_endpoint()}")
         if isinstance(e, be.BotoCoreError | OSError | urllib3.exceptions.HTTPError):
             return Transient(type(e).__name__)  # connection, timeout, incomplete body
         return Permanent(type(e).__name__)
