@@ -267,3 +267,25 @@ def test_a_statistic_that_starts_mid_interval_is_the_mean_of_its_own_steps(tmp_p
         tracker.add({k: torch.tensor(v) for k, v in stats.items()})
     values = tracker.flush(3)
     assert values["loss/D"] == 2.0 and values["loss/cr"] == 3.0
+
+
+# --- configs/dsprites.yaml and its plain InfoGAN twin -------------------------------------
+def test_dsprites_configs_are_the_recipe_and_differ_only_in_the_regulariser():
+    from infogan_dist.config.load import _flatten
+
+    cr = load_config("configs/dsprites.yaml")
+    plain = load_config("configs/dsprites_infogan.yaml")
+    a, b = _flatten(cr.to_dict(), "cr"), _flatten(plain.to_dict(), "plain")
+    assert {k for k in a if a[k] != b[k]} == {"run.name", "loss.extra", "loss.extra_start"}
+    assert plain.loss.extra == {} and plain.loss.extra_start == {}
+    # the recipe (InfoGAN-CR's dSprites code)
+    assert (cr.model.arch, cr.model.spectral_norm) == ("infogan_cr64", True)
+    assert (cr.latent.noise_dim, cr.latent.continuous, cr.latent.categorical) == (5, 5, [])
+    assert (cr.latent.noise, cr.latent.continuous_std) == ("uniform", "fixed")
+    assert cr.loss.lambda_cont == 0.05 and cr.train.update == "paper"
+    assert (cr.optim.lr_g, cr.optim.lr_d, cr.optim.betas[0]) == (1e-3, 2e-3, 0.5)
+    assert (cr.train.global_batch_size, cr.train.g_steps) == (64, 2)
+    assert cr.train.max_steps == 28 * 737_280 // 64 == 322_560
+    assert cr.loss.extra == {"contrastive": 2.0}
+    assert cr.loss.extra_start == {"contrastive": 288_000}
+    assert part_names(cr) == ["cr"] and part_names(plain) == []
