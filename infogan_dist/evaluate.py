@@ -153,10 +153,13 @@ def run(args: argparse.Namespace) -> int:
             args.disentanglement_fraction, args.batch)
     pictures: list[str] = []
     if not args.no_pictures:
-        from .pictures import save_pictures
+        from .pictures import factor_labels, save_pictures
 
+        # with --disentanglement, traversal-codes.png names each code's best factor
+        labels = (factor_labels(fid_report["disentanglement"])
+                  if "disentanglement" in fid_report else None)
         pictures = [str(p) for p in save_pictures(loaded.G, loaded.space, cfg.run.seed,
-                                                   path / "traversal.png")]
+                                                   path / "traversal.png", code_labels=labels)]
     report = {
         "checkpoint": str(path), "step": loaded.step, "generator": loaded.generator_file,
         "images": 0 if images is None else len(images),

@@ -57,7 +57,7 @@ from .fid import FidEvaluator
 from .guard import ROLLBACK_BUDGET, Diverged, TrainingFailed
 from .latent import LatentSpace, keyed_generator, rank_rows
 from .models import build_models
-from .pictures import save_pictures
+from .pictures import factor_labels, save_pictures
 from .scores import METRICS, EvalInputs
 from .stop import StopRequest
 from .tracking import Tracker
@@ -397,7 +397,17 @@ class Trainer:
                   str(out / f"rank{self.rank}.safetensors"))
 
     def save_pictures(self, step: int) -> None:
+        """The traversal grids; where the metric disentanglement has run, the rows of
+        step-N-codes.png name the factor each code captures best (its latest report;
+        the MI matrix beside it in step-N-codes.json)."""
         if self.acc.is_main_process:
+            out = self.run_dir / "samples" / f"step-{step:08d}.png"
+            report = self.disentanglement.last_report if self.disentanglement else None
+            labels = factor_labels(report) if report else None
             paths = save_pictures(self.ema.sampler(self.G_raw), self.space, self.cfg.run.seed,
-                                  self.run_dir / "samples" / f"step-{step:08d}.png")
+                                  out, code_labels=labels)
+            if report:
+                write_text_durably(out.with_name(f"{out.stem}-codes.json"), json.dumps(
+                    {k: report[k] for k in ("codes", "factors", "mi_normalised", "best_factor")},
+                    indent=1))
             self.tracker.images(step, paths)
