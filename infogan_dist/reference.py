@@ -135,8 +135,8 @@ def tables() -> str:
                    f"{_cell(r.comment)} |")
     out += ["", "## Extension loss terms (`loss.extra`)", "",
             "Registered terms that `loss.extra` turns on by name (their docstrings in "
-            "`infogan_dist/terms.py`):", "", "| `loss.extra` key | what it does |",
-            "| --- | --- |"]
+            "`infogan_dist/terms.py` and `infogan_dist/extensions/`):", "",
+            "| `loss.extra` key | what it does |", "| --- | --- |"]
     for name in extension_terms():
         out.append(f"| `{name}` | {_cell(_doc_line(LOSS_TERMS[name]))} |")
     return "\n".join(out[1:]) + "\n"

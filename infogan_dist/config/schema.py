@@ -57,8 +57,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # mlp (the seed's, any shape), infogan_mnist (the paper's, 28x28), dcgan32, dcgan64;
-    # registry models.MODELS
+    # mlp (the seed's, any shape), infogan_mnist (the paper's, 28x28), dcgan32, dcgan64,
+    # infogan_cr64 (InfoGAN-CR's dSprites networks, 64x64); registry models.MODELS
     arch: str = choice("infogan_mnist", "infogan_dist.models:MODELS")
     width: float = 1.0  # multiplies every hidden size; < 1 only for quick tests
     # EMA of G's weights (infogan_dist/ema.py): half-life in images; 0 = off. When on,

@@ -87,8 +87,12 @@ def stack_pairs(images: torch.Tensor) -> torch.Tensor:
     phases=(PhaseSpec("cr", "own", ("contrastive",), None),),
 )
 class Contrastive(LossTerm):
-    """G's reward when the CR discriminator names the code a pair shares (module
-    docstring); in the cr phase, the CR discriminator's own loss."""
+    """InfoGAN-CR's contrastive regulariser (docs/infogan-cr.md): pairs of fakes share z
+    and one continuous code; a CR discriminator (model part `cr`: D's trunk on the pair
+    stacked as channels, with its own Adam and phase) learns to name that code, and
+    every G step adds the weight times its cross-entropy to G's loss. Needs
+    latent.continuous >= 2. Reports loss/cr and cr/acc (the CR discriminator's
+    cross-entropy and accuracy, 1/K by chance) and loss/contrastive (G's)."""
 
     view, roles = "own", ("G",)
 
