@@ -9,7 +9,9 @@ benchmarks), configs saved in checkpoints go through `config_from_dict` here
 (checkpoint.read_config), and preflight checks again, so an unregistered name is a
 one-line ConfigError before any process group starts. Choice keys are the schema fields
 made with `choice(...)` (their metadata names where the registry is defined) plus the
-names in loss.extra (the registered extension loss terms).
+names in loss.extra (the registered extension loss terms), and what an enabled extension
+needs of the config (updates.check_extensions). The extensions shipped in
+infogan_dist/extensions/ register when this module imports that package.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import (
+    config,
+    extensions,  # noqa: F401 (registers the shipped extension terms)
+)
 from .config import Config, ConfigError
 from .data import SOURCES
 from .losses import ADVERSARIAL
@@ -26,7 +31,7 @@ from .models import MODELS
 from .registry import Registry
 from .scores import METRICS
 from .terms import LOSS_TERMS, extension_terms
-from .updates import ADAM, UPDATE_RULES
+from .updates import ADAM, UPDATE_RULES, check_extensions
 
 # The registry of every choice key, by the key its values configure.
 REGISTRIES: dict[str, Registry[Any]] = {
@@ -61,6 +66,7 @@ def check_choices(cfg: Config) -> Config:
                 f"config key loss.extra: bad value {name!r}; allowed: names of extension loss "
                 f"terms: {', '.join(extension_terms()) or 'none'} (registered terms: "
                 f"{', '.join(LOSS_TERMS)})")
+    check_extensions(cfg)  # what the enabled extensions need; parts and optimizers unique
     return cfg
 
 

@@ -138,10 +138,13 @@ class DisentanglementEvaluator:
         self.shards, self.fraction, self.batch = shards, fraction, batch
         self.device, self.seed = device, seed
         self._images: FactorImages | None = None
+        # the latest full report (its MI matrix labels the traversal pictures' codes)
+        self.last_report: dict[str, Any] | None = None
 
     def __call__(self, D: nn.Module, space: LatentSpace) -> dict[str, float]:
         if self._images is None:
             self._images = FactorImages.load(self.shards)
         report = scores(D, space, self._images, self.device, self.seed, self.fraction,
                         self.batch)
+        self.last_report = report
         return {f"eval/{name}": report[name] for name in SCORES.names()}

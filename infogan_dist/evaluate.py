@@ -165,11 +165,15 @@ def run(args: argparse.Namespace) -> int:
             args.disentanglement_fraction, args.batch)
     pictures: list[str] = []
     if not args.no_pictures:
-        from .pictures import save_pictures
+        from .pictures import factor_labels, save_pictures
 
+        # with --disentanglement, traversal-codes.png names each code's best factor
+        labels = (factor_labels(fid_report["disentanglement"])
+                  if "disentanglement" in fid_report else None)
         try:
             pictures = [str(p) for p in save_pictures(loaded.G, loaded.space, cfg.run.seed,
-                                                       path / "traversal.png")]
+                                                       path / "traversal.png",
+                                                       code_labels=labels)]
         except OSError as e:  # a read-only checkpoint (shared, archived): keep the scores
             print(f"warning: no pictures: cannot write into {path} ({e.strerror}); the "
                   "scores are complete (--no-pictures skips them)", file=sys.stderr, flush=True)

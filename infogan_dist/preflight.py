@@ -17,6 +17,7 @@ from .data import ShardIndex, read_index, stores
 from .data.shards import INDEX_NAME
 from .data.stream import check_split
 from .models import check_shape
+from .updates import part_names
 
 
 def launched_world_size() -> int:
@@ -207,6 +208,13 @@ def preflight(cfg: Config) -> ShardIndex:
                 f"cannot resume from {path}: {', '.join(conflicts)} differ from the "
                 "checkpoint; use another run.name to start a new run"
             )
+        held_parts, want = part_names(ckpt.read_config(path)), part_names(cfg)
+        if held_parts != want:
+            raise ConfigError(
+                f"cannot resume from {path}: it holds the extension parts "
+                f"[{', '.join(held_parts)}] but loss.extra builds [{', '.join(want)}] (an "
+                "extension with a model part, e.g. contrastive, is on in one and off in the "
+                "other); resume with the checkpoint's loss.extra, or use another run.name")
         held = ckpt.read_state(path).get("image_shape")
         if held and list(held) != list(index.image_shape):
             raise ConfigError(

@@ -8,12 +8,19 @@ by augment.random_affine, or `real_pair`: the real batch followed by its moved c
 their latents (fakes only) and D's outputs for them. It
 returns its weighted loss and the statistics to report (same-named statistics of one
 phase are summed, e.g. loss/D = real half + fake half).
+
+A term of view `own` makes and judges its own images instead: the phase calls its
+`own(inputs, phase)` with the step's inputs (G, D, the extension parts, keyed draws;
+updates.StepInputs). InfoGAN-CR's contrastive term (extensions/infogan_cr.py) is one.
+
+An extension term's schedule: loss.extra_start.<name> (the first step it runs) and
+loss.extra_ramp.<name> (steps of a linear rise to its full weight), `factor` below.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -24,6 +31,7 @@ from .ranks import global_mean
 from .registry import Registry
 
 Stats = dict[str, torch.Tensor]
+OWN = "own"  # the view of a term that makes and judges its own images
 
 
 @dataclass
@@ -36,7 +44,7 @@ class View:
 
 
 class LossTerm:
-    view: ClassVar[str] = "fake"  # which images D judges for this term
+    view: ClassVar[str] = "fake"  # which images D judges for this term ("own": see above)
     head: ClassVar[str] = "adv"  # which head of D it reads: "adv" or "q"
     roles: ClassVar[tuple[str, ...]] = ()  # extensions: phase roles it joins ("D", "G", "info")
     name: ClassVar[str] = ""  # set by register_term
@@ -50,7 +58,29 @@ class LossTerm:
         """0 turns the term off. Extension terms: loss.extra.<registered name>."""
         return cfg.loss.extra.get(cls.name, 0.0)
 
+    @classmethod
+    def factor(cls, cfg: Config, step: int) -> float:
+        """The schedule at `step` (0-based): 0 before loss.extra_start.<name>, then a
+        linear rise over loss.extra_ramp.<name> steps (1/ramp at the start step), else 1.
+        0 means the term, and its extension's phases, sit the step out."""
+        start = cfg.loss.extra_start.get(cls.name, 0)
+        if step < start:
+            return 0.0
+        ramp = cfg.loss.extra_ramp.get(cls.name, 0)
+        return 1.0 if ramp <= 0 else min(1.0, (step - start + 1) / ramp)
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        """Config validation when the term is on: ConfigError (naming the key) for a
+        config it cannot run with."""
+
     def __call__(self, v: View) -> tuple[torch.Tensor, Stats]:
+        raise NotImplementedError
+
+    def own(self, inputs: Any, phase: Any) -> tuple[torch.Tensor, Stats]:
+        """View "own": the weighted loss and statistics, from forwards of its own.
+        `inputs` is an updates.StepInputs, `phase` an updates.Phase (not imported here:
+        updates.py builds on this module, and imports go downward only, docs/layers.md)."""
         raise NotImplementedError
 
 
@@ -78,6 +108,10 @@ class BuiltIn(LossTerm):
 
     @classmethod
     def weight(cls, cfg: Config) -> float:
+        return 1.0
+
+    @classmethod
+    def factor(cls, cfg: Config, step: int) -> float:
         return 1.0
 
 

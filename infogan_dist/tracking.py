@@ -50,6 +50,9 @@ class Tracker:
         self.wandb_broken = ""  # why W&B was left off in this segment ("" = it works)
         self.acc: Any = None  # the Accelerator, from start()
         self.sums: dict[str, torch.Tensor] = {}
+        # steps each statistic was added in since the last flush: a statistic that starts
+        # mid-interval (an extension's loss.extra_start) is the mean of its own steps
+        self.counts: dict[str, int] = {}
         self.steps = 0  # steps added since the last flush
         self.data_wait_s = 0.0  # host seconds spent in next(batches) since the last flush
         self.t0 = time.perf_counter()
@@ -131,7 +134,7 @@ class Tracker:
     def rolled_back(self, step: int, event: dict[str, Any]) -> None:
         """After a divergence rollback to the checkpoint at `step`: rows after it go (the
         replay writes them again), an event row records the rollback, sums restart."""
-        self.sums, self.steps = {}, 0
+        self.sums, self.counts, self.steps = {}, {}, 0
         self.t0 = time.perf_counter()
         if self.acc.is_main_process:
             runlock.ensure_held()
@@ -144,6 +147,7 @@ class Tracker:
         for k, v in stats.items():
             v = v.detach().float()
             self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.steps += 1
 
     def flush(self, step: int, extra: dict[str, float] | None = None) -> dict[str, float]:
@@ -151,7 +155,12 @@ class Tracker:
         keys = sorted(self.sums)
         values: dict[str, float] = {}
         if keys:
-            vec = torch.stack([self.sums[k] for k in keys]) / max(self.steps, 1)
+            vec = torch.stack([self.sums[k] for k in keys])
+            if all(self.counts[k] == self.steps for k in keys):
+                vec = vec / max(self.steps, 1)
+            else:
+                vec = vec / torch.tensor([float(self.counts[k]) for k in keys],
+                                         device=vec.device)
             vec = self.acc.reduce(vec, reduction="mean")
             values = dict(zip(keys, vec.tolist(), strict=True))  # the one host sync
         # Wall clock over the interval, after the host sync above: with the device work of
@@ -165,7 +174,7 @@ class Tracker:
         if self.acc.device.type == "cuda":  # allocator statistics: host-side, no sync
             values["perf/max_mem_gb"] = torch.cuda.max_memory_allocated(self.acc.device) / 1e9
         values |= extra or {}
-        self.sums, self.steps, self.data_wait_s = {}, 0, 0.0
+        self.sums, self.counts, self.steps, self.data_wait_s = {}, {}, 0, 0.0
         self.t0 = time.perf_counter()
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if self.acc.is_main_process:

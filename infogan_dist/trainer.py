@@ -9,6 +9,10 @@ Distributed design (docs/distributed.md "How ranks stay in sync"):
   (UpdateRule.leaves_parameters_unused: three_optimizers yes, paper no) and
   broadcast_buffers off; BatchNorm statistics are global (CrossRankBatchNorm) under
   dist.batchnorm=sync, or per rank under `local` (running statistics drift, documented).
+- Extensions (loss.extra, updates.register_extension) may add model parts with their
+  own optimizers and phases: built after G and D, converted and prepared like D,
+  checkpointed by Accelerate after G and D (model_2.safetensors, ...), and in the rank
+  fingerprint.
 - Sampling pictures uses the unwrapped G (its EMA when model.ema_half_life_images > 0,
   updated once per step after the phases: ema.py) in eval mode on the main process: no
   collective. Metrics marked collective (FID: fid.py) run on every rank at the same steps.
@@ -51,9 +55,9 @@ from .data.labelled import eval_shards, load_eval_data
 from .ema import EMA
 from .fid import FidEvaluator
 from .guard import ROLLBACK_BUDGET, Diverged, TrainingFailed
-from .latent import LatentSpace
+from .latent import LatentSpace, keyed_generator, rank_rows
 from .models import build_models
-from .pictures import clean_stale_tmp, save_pictures
+from .pictures import clean_stale_tmp, factor_labels, save_pictures
 from .scores import METRICS, EvalInputs
 from .stop import StopRequest
 from .tracking import Tracker
@@ -93,15 +97,19 @@ class Trainer:
 
         set_seed(cfg.run.seed)  # identical initial weights on every rank
         G, D = build_models(cfg.model, self.space.input_dim, self.space.q_dim, index.image_shape)
+        parts = rule.build_parts(cfg, self.space, index.image_shape)  # after G and D
         if cfg.dist.batchnorm == "sync":
-            ranks.convert_batchnorm(G)
-            ranks.convert_batchnorm(D)
+            for module in (G, D, *parts.values()):
+                ranks.convert_batchnorm(module)
         speed.apply(cfg, G, D)
-        opts = rule.build_optimizers(cfg, G, D, self.device)
-        prepared = self.acc.prepare(G, D, *opts.values())
+        self.optimizer_specs = rule.optimizer_specs(cfg)
+        opts = rule.build_optimizers(cfg, {"G": G, "D": D, **parts}, self.device)
+        prepared = self.acc.prepare(G, D, *parts.values(), *opts.values())
         self.G, self.D = prepared[0], prepared[1]
-        self.optimizers = dict(zip(opts, prepared[2:], strict=True))
+        self.parts = dict(zip(parts, prepared[2:2 + len(parts)], strict=True))
+        self.optimizers = dict(zip(opts, prepared[2 + len(parts):], strict=True))
         self.G_raw, self.D_raw = self.acc.unwrap_model(self.G), self.acc.unwrap_model(self.D)
+        self.parts_raw = {k: self.acc.unwrap_model(m) for k, m in self.parts.items()}
         self.phases = rule.build_phases(cfg, self.space, self.optimizers)
         # from the converted G: same module classes and state names (plain BN in eval)
         self.ema = EMA(self.G_raw, cfg.model.ema_half_life_images, cfg.model.ema_rampup,
@@ -176,7 +184,7 @@ class Trainer:
         checkpoint's optimizer state brought back (Accelerate loads param_groups too).
         Returns the changes by config key: (old, new)."""
         changed: dict[str, tuple[object, object]] = {}
-        for spec in self.rule.optimizers:
+        for spec in self.optimizer_specs:
             want = {"lr": (f"optim.{spec.lr}", getattr(self.cfg.optim, spec.lr)),
                     "betas": ("optim.betas", tuple(self.cfg.optim.betas))}
             for group in self.optimizers[spec.name].param_groups:
@@ -216,10 +224,17 @@ class Trainer:
                 rekey=self.state.rollbacks,
             )
 
+        rekey = self.state.rollbacks
+
+        def generator(draw: int):  # for the draws of extensions (keyed like the latents)
+            return keyed_generator(cfg.run.seed, step, draw, 0xE87, *([rekey] if rekey else []))
+
         return StepInputs(
             cfg=cfg, space=self.space, step=step, real=real, G=self.G, D=self.D,
             G_raw=self.G_raw, D_raw=self.D_raw, sample=sample, uniforms=uniforms,
             backward=self.acc.backward, autocast=self.acc.autocast, no_sync=self.acc.no_sync,
+            parts=self.parts, parts_raw=self.parts_raw, generator=generator,
+            rows=rank_rows(cfg.train.global_batch_size, self.rank, self.world_size),
         )
 
     # --- the loop ------------------------------------------------------------------
@@ -231,6 +246,8 @@ class Trainer:
         fakes = None  # the batch the D phase makes and the G phase uses
         scaler = self.acc.scaler
         for phase in self.phases:
+            if not phase.active(inputs.step):  # an extension before loss.extra_start
+                continue
             phase.optimizer.zero_grad(set_to_none=True)
             phase_stats, fakes = phase.run(inputs, fakes)
             stats |= phase_stats
@@ -352,7 +369,7 @@ class Trainer:
     # --- checks, pictures, checkpoints -------------------------------------------------
     def _named_state(self, skip_bn_stats: bool) -> list[tuple[str, torch.Tensor]]:
         return list(ranks.state_tensors(
-            {"G": self.G_raw, "D": self.D_raw, **self.ema.models()},
+            {"G": self.G_raw, "D": self.D_raw, **self.parts_raw, **self.ema.models()},
             {k: o.optimizer for k, o in self.optimizers.items()}, skip_bn_stats=skip_bn_stats))
 
     def check_ranks(self) -> None:
@@ -388,8 +405,18 @@ class Trainer:
                   str(out / f"rank{self.rank}.safetensors"))
 
     def save_pictures(self, step: int) -> None:
+        """The traversal grids; where the metric disentanglement has run, the rows of
+        step-N-codes.png name the factor each code captures best (its latest report;
+        the MI matrix beside it in step-N-codes.json)."""
         if self.acc.is_main_process:
             runlock.ensure_held()
+            out = self.run_dir / "samples" / f"step-{step:08d}.png"
+            report = self.disentanglement.last_report if self.disentanglement else None
+            labels = factor_labels(report) if report else None
             paths = save_pictures(self.ema.sampler(self.G_raw), self.space, self.cfg.run.seed,
-                                  self.run_dir / "samples" / f"step-{step:08d}.png")
+                                  out, code_labels=labels)
+            if report:
+                write_text_durably(out.with_name(f"{out.stem}-codes.json"), json.dumps(
+                    {k: report[k] for k in ("codes", "factors", "mi_normalised", "best_factor")},
+                    indent=1))
             self.tracker.images(step, paths)

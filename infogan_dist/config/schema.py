@@ -58,8 +58,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # mlp (the seed's, any shape), infogan_mnist (the paper's, 28x28), dcgan32, dcgan64;
-    # registry models.MODELS
+    # mlp (the seed's, any shape), infogan_mnist (the paper's, 28x28), dcgan32, dcgan64,
+    # infogan_cr64 (InfoGAN-CR's dSprites networks, 64x64); registry models.MODELS
     arch: str = choice("infogan_mnist", "infogan_dist.models:MODELS")
     width: float = 1.0  # multiplies every hidden size; < 1 only for quick tests
     # EMA of G's weights (infogan_dist/ema.py): half-life in images; 0 = off. When on,
@@ -67,6 +67,11 @@ class ModelConfig:
     # resume, like all model.* (docs/evaluation.md "The EMA generator")
     ema_half_life_images: float = 0.0
     ema_rampup: float = 0.05  # half-life <= this x images seen (early steps); 0 = no ramp
+    # spectral normalization (Miyato et al. 2018) of every conv and linear weight of D
+    # (trunk and both heads) and of every discriminator an extension builds from D's trunk
+    # (torch.nn.utils.parametrizations.spectral_norm: one power iteration per training
+    # forward; its u and v vectors are buffers, saved in checkpoints)
+    spectral_norm: bool = False
 
 
 @dataclass
@@ -92,6 +97,13 @@ class LossConfig:
     # weights of loss terms added by extensions, by registered name (docs/extending.md),
     # e.g. {drift: 0.001}; a term that is absent or 0 is off
     extra: dict[str, float] = field(default_factory=dict)
+    # the schedule of an extension term, by the same names: the step (0-based, counted
+    # over the whole run) from which it is on, e.g. {contrastive: 288000}; before it the
+    # term, and any phase its extension adds, does not run. Absent = 0 (on from the start)
+    extra_start: dict[str, int] = field(default_factory=dict)
+    # steps over which its weight then rises linearly from 0 to loss.extra.<name>
+    # (step extra_start has 1/ramp of it); absent or 0 = the full weight at once
+    extra_ramp: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,6 +127,10 @@ class TrainConfig:
     # images per step over all ranks; split evenly: must divide by the process count
     global_batch_size: int = 128
     max_steps: int = 5000  # optimizer iterations (one D, G and info update each)
+    # G updates per iteration (InfoGAN-CR: 2): the update rule's G phase runs this many
+    # times, each with its own optimizer step; the first uses the fakes of the D phase,
+    # every further one draws fresh latents by its own key
+    g_steps: int = 1
     precision: Literal["no", "bf16", "fp16"] = "no"  # fp16 needs a GPU
     # auto: newest complete checkpoint of the run dir; none; or a checkpoint dir
     resume: str = "auto"
@@ -283,6 +299,7 @@ class Config:
         _check(self.train.global_batch_size >= 1, "train.global_batch_size",
                self.train.global_batch_size, ">= 1")
         _check(self.train.max_steps >= 1, "train.max_steps", self.train.max_steps, ">= 1")
+        _check(self.train.g_steps >= 1, "train.g_steps", self.train.g_steps, ">= 1")
         _check(self.checkpoint.every >= 1, "checkpoint.every", self.checkpoint.every, ">= 1")
         _check(self.checkpoint.keep >= 2, "checkpoint.keep", self.checkpoint.keep,
                ">= 2 (a crash while saving must leave a complete checkpoint)")
@@ -298,6 +315,11 @@ class Config:
         _check(self.dist.timeout_s >= 5, "dist.timeout_s", self.dist.timeout_s, ">= 5 seconds")
         for name, weight in self.loss.extra.items():  # the names: choices.py
             _check(weight >= 0, f"loss.extra.{name}", weight, ">= 0")
+        for key in ("extra_start", "extra_ramp"):
+            for name, steps in getattr(self.loss, key).items():
+                _check(name in self.loss.extra, f"loss.{key}", name,
+                       f"names set in loss.extra ({', '.join(self.loss.extra) or 'none'})")
+                _check(steps >= 0, f"loss.{key}.{name}", steps, ">= 0 steps")
 
     def _check_fid_and_best(self) -> None:
         fid = self.log.fid_every > 0 or "fid" in self.log.eval_metrics

@@ -7,6 +7,9 @@ phase computes (and DDP expects gradients for) only the head it uses:
 `D(x, head="adv")` -> (logit [n], None); `D(x, head="q")` -> (None, q [n, q_dim]);
 `D(x, head="both")` -> (logit, q).
 
+model.spectral_norm applies spectral normalization to every layer of D (spectral.py),
+whatever the architecture.
+
 A new architecture: a module in this package and one `MODELS.add` line below.
 """
 
@@ -20,7 +23,9 @@ from ..config import ModelConfig
 from ..registry import Registry
 from .base import Discriminator, Generator
 from .conv import dcgan_models, infogan_mnist_models
+from .infogan_cr import infogan_cr64_models
 from .mlp import mlp_models
+from .spectral import apply_spectral_norm
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ MODELS.add("infogan_mnist",
            ModelSpec(infogan_mnist_models, 28, "28x28 images (any channel count)"))
 MODELS.add("dcgan32", ModelSpec(partial(dcgan_models, size=32), 32, "32x32 images"))
 MODELS.add("dcgan64", ModelSpec(partial(dcgan_models, size=64), 64, "64x64 images"))
+MODELS.add("infogan_cr64", ModelSpec(infogan_cr64_models, 64,
+                                     "64x64 images (any channel count)"))
 
 
 def check_shape(arch: str, image_shape: tuple[int, int, int]) -> str | None:
@@ -50,7 +57,10 @@ def check_shape(arch: str, image_shape: tuple[int, int, int]) -> str | None:
 def build_models(
     cfg: ModelConfig, input_dim: int, q_dim: int, image_shape: tuple[int, int, int]
 ) -> tuple[Generator, Discriminator]:
-    return MODELS[cfg.arch].build(input_dim, q_dim, tuple(image_shape), cfg.width)
+    G, D = MODELS[cfg.arch].build(input_dim, q_dim, tuple(image_shape), cfg.width)
+    if cfg.spectral_norm:
+        apply_spectral_norm(D)
+    return G, D
 
 
 __all__ = ["MODELS", "Discriminator", "Generator", "ModelSpec", "build_models", "check_shape"]

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+from PIL import Image
 
 from tests.helpers import ROOT, VENV_BIN, launch_env, make_shards, metrics, run_ok, train
 
@@ -77,3 +78,22 @@ def test_shards_without_factors_are_refused_in_one_line(run, tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "needs shards with factor classes" in r.stderr and str(digits) in r.stderr
     assert not (tmp_path / "smoke").exists()
+
+
+def test_the_traversal_rows_name_the_factor_each_code_captures_best(run):
+    """The last step's pictures: step-N-codes.png has one row per continuous code,
+    labelled with the factor of largest MI / H(factor) in the scores of that step
+    (their matrix in step-N-codes.json)."""
+    samples = run / "smoke" / "samples"
+    report = json.loads((samples / "step-00000010-codes.json").read_text())
+    assert report["codes"] == ["c1", "c2", "c3", "c4"]
+    assert report["factors"] == ["shape", "scale", "orientation", "pos_x", "pos_y"]
+    picture = Image.open(samples / "step-00000010-codes.png")
+    rows = picture.text["rows"].splitlines()
+    assert [r.split()[0] for r in rows] == ["c2", "c3", "c4"]  # the continuous codes
+    for row in rows:
+        code, factor, share = row.split()
+        mi = report["mi_normalised"][report["codes"].index(code)]
+        assert factor == report["best_factor"][code] == report["factors"][mi.index(max(mi))]
+        assert share == f"{max(mi):.2f}"
+    assert picture.height == 3 * 33 + 1  # 32x32 sprites and their padding, three rows

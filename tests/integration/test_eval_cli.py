@@ -51,10 +51,13 @@ def test_eval_json_report_and_pictures(checkpoint):
         assert set(report["codes"][name]) == {"mi", "mse"}
         assert report["codes"][name]["mse"] >= 0
     expected = [checkpoint / "traversal.png", checkpoint / "traversal-c2.png",
-                checkpoint / "traversal-c3.png"]
+                checkpoint / "traversal-c3.png", checkpoint / "traversal-codes.png"]
     assert report["pictures"] == [str(p) for p in expected]
-    for p in expected:  # 10 rows x 10 columns of 28x28 with 1-pixel padding
+    for p in expected[:3]:  # 10 rows x 10 columns of 28x28 with 1-pixel padding
         assert Image.open(p).size == (10 * 29 + 1, 10 * 29 + 1)
+    codes = Image.open(expected[3])  # one row per continuous code, labelled at the left
+    assert codes.height == 2 * 29 + 1 and codes.width > 10 * 29 + 1
+    assert codes.text["rows"].splitlines() == ["c2", "c3"]  # no factors in MNIST
 
 
 def test_eval_table_with_limit_and_other_data(checkpoint):

@@ -15,7 +15,7 @@ sideways within) these layers, bottom to top (docs/layers.md):
                     labelled, prepare; asks data.stores for bytes (their package, not
                     s3/http/cache/ahead), imports no network client
     7. training     terms, updates, scores: the registries of loss terms, update rules,
-                    metrics
+                    metrics; extensions (the shipped extensions, one file each)
     8. choices      choice keys against the registries (above schema and registries)
     9. run          checkpoint, ema, tracking, pictures, features, fid, disentangle_eval
    10. entry        evaluate, sample, preflight, trainer, cli, reference (the config
@@ -48,7 +48,7 @@ LAYERS: list[tuple[str, list[str]]] = [  # bottom to top; a module is in the lay
     ("core", ["latent", "losses", "models", "ranks", "augment", "speed", "guard", "faults",
               "stop", "console", "runlock", "disentangle"]),
     ("data", ["data"]),
-    ("training", ["terms", "updates", "scores"]),
+    ("training", ["terms", "updates", "scores", "extensions"]),
     ("choices", ["choices"]),
     ("run", ["checkpoint", "ema", "tracking", "pictures", "features", "fid",
              "disentangle_eval"]),

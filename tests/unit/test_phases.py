@@ -23,7 +23,7 @@ def setup(update, *extra):
     space = LatentSpace(cfg.latent)
     G, D = build_models(cfg.model, space.input_dim, space.q_dim, (1, 8, 8))
     rule = UPDATE_RULES[cfg.train.update]
-    opts = rule.build_optimizers(cfg, G, D)
+    opts = rule.build_optimizers(cfg, {"G": G, "D": D})
     phases = rule.build_phases(cfg, space, opts)
     ctx = StepInputs(
         cfg=cfg, space=space, step=0, real=torch.rand(8, 1, 8, 8) * 2 - 1, G=G, D=D,
