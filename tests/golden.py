@@ -147,14 +147,23 @@ def run_case(name: str, shards: Path, out_dir: Path, env: dict[str, str] | None 
     return [{"step": r["step"], **{k: r[k] for k in KEYS}} for r in metrics(out_dir / "golden")]
 
 
-def golden_shards(root: Path) -> Path:
-    """The first 1,024 real MNIST digits: the traces were recorded on them (the
-    Fashion-MNIST fallback of make_shards would give other numbers)."""
-    from tests.helpers import MNIST_DIR, make_shards
+GOLDEN_DIGITS = Path(__file__).resolve().parent / "assets" / "mnist-first1024"
 
-    assert (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), (
-        f"the golden traces were recorded on the MNIST digits in {MNIST_DIR}")
-    return make_shards(root / "shards", limit=1024, shard_size=256)
+
+def golden_shards(root: Path) -> Path:
+    """The first 1,024 real MNIST test digits, kept with the traces in
+    tests/assets/mnist-first1024/ (IDX files cut from ../shared/data/mnist: the same
+    bytes, a header that counts 1,024): the traces were recorded on them, and a clone
+    that is not beside ../shared (e.g. /tmp/fresh) must replay them too."""
+    from tests.helpers import VENV_BIN, run_ok
+
+    out = root / "shards"
+    if not (out / "index.json").exists():
+        run_ok([str(VENV_BIN / "infogan"), "prepare-data", "--out", str(out),
+                "--images", str(GOLDEN_DIGITS / "t10k-images-idx3-ubyte.gz"),
+                "--labels", str(GOLDEN_DIGITS / "t10k-labels-idx1-ubyte.gz"),
+                "--shard-size", "256"])
+    return out
 
 
 def write_trace(path: Path, trace: list[dict]) -> None:
