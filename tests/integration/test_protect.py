@@ -67,8 +67,11 @@ BAD = {
                        "index's image_shape [1, 28, 28] (a 28x28 RGB image where 28x28 L"),
     "bomb": (lambda p: replace_member(p, BAD_MEMBER, big_png(12000, 12000)),
              f"member {BAD_MEMBER}: refused before decoding, a decompression bomb?"),
+    # its index still counts 64 samples: refused on the count, before any member is read
+    # (the empty tar's own line: tests/unit/test_data.py)
     "empty_tar": (lambda p: p.write_bytes(b"\0" * 10240),
-                  "shard-000001.tar: an empty tar (no members)"),
+                  "shard-000001.tar: the index says 64 samples, but its 10240 bytes hold at "
+                  "most 20"),
 }
 
 

@@ -396,8 +396,9 @@ def test_full_disk_between_saves_is_one_line(shards, tmp_path):
         r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         assert r.returncode == 1, out(r)[-3000:]
         line = one_error_line(r)
-        assert line.startswith(f"error: cannot write {run / 'metrics.jsonl'}: No space left on "
-                               "device; the last complete checkpoint is kept: free space"), line
+        assert line.startswith(f"error: no space left on the device (writing "
+                               f"{run / 'metrics.jsonl'}); newest checkpoint step-{N:08d} kept; "
+                               "free space"), line
         assert f"step-{N:08d}" in listing(run) and all_finite(step_dir(run, N))
     finally:
         subprocess.run(["umount", str(disk)], check=True)
