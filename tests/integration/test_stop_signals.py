@@ -411,7 +411,8 @@ def check_clean_stop(seg: dict, world: int, reasons: set[str]) -> int:
     assert (ck / "COMPLETE").is_file()
     assert json.loads((ck / "train_state.json").read_text())["step"] == S
     pictures = sorted((run / "samples").glob(f"step-{S:08d}*.png"))
-    assert len(pictures) == 3, sorted((run / "samples").iterdir())  # categories, c2, c3
+    # categories, c2, c3, and the codes one row each (step-N-codes.png)
+    assert len(pictures) == 4, sorted((run / "samples").iterdir())
     for p in pictures:
         with Image.open(p) as im:
             im.verify()  # a partial PNG fails here
