@@ -12,6 +12,7 @@ by the workers that followed, with no launcher ending that the fault did not pla
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -247,6 +248,29 @@ def kill_in_save(rig: Rig) -> Injected:
     return Injected(t, restarts=True, detail={"rank": rank, "interrupted": left})
 
 
+def fill_leaving(ballast: Path, leave: int, tries: int = 50) -> int:
+    """Grow `ballast` until its file system has about `leave` bytes free; returns its size.
+    The training writes to the same disk meanwhile, so the free space read a moment ago
+    may be gone when the allocation is made: an ENOSPC means "ask again and top up"
+    (tmpfs undoes a failed allocation whole), not a failed fault (a 30-minute soak
+    stopped on it, 2026-12-04)."""
+    size = 0
+    with open(ballast, "wb") as f:
+        for _ in range(tries):
+            st = os.statvfs(ballast.parent)
+            more = st.f_bavail * st.f_frsize - leave
+            if more <= 0:
+                break
+            try:
+                os.posix_fallocate(f.fileno(), size, more)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                continue
+            size += more
+    return size
+
+
 @FAULTS.register("disk_full")
 def disk_full(rig: Rig) -> Injected:
     """The run directory's disk (a tmpfs the soak mounted) full for one save: a ballast
@@ -256,12 +280,9 @@ def disk_full(rig: Rig) -> Injected:
         raise SoakError("disk_full needs the run directory on a tmpfs (root)")
     good, _ = list_checkpoints(rig.run_dir)
     need = sum(f.stat().st_size for f in good[-1].iterdir()) if good else 4 << 20
-    st = os.statvfs(rig.disk)
-    free = st.f_bavail * st.f_frsize
     ballast = rig.disk / "ballast"
     t_fill = time.time()
-    with open(ballast, "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, max(free - need // 2, 0))
+    fill_leaving(ballast, need // 2)
     try:
         line = rig.job.wait(lambda: rig.job.lines_since(t_fill, "no space left on the device"),
                             300, "a save to fail for the full disk")
