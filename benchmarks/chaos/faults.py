@@ -178,12 +178,7 @@ def _stop_checkpoint(rig: Rig) -> dict:
 
 def _held_stop(rig: Rig, how: Callable[[], None], what: str) -> Injected:
     job = rig.job
-    spawned = []
-    for w in job.workers():
-        try:
-            spawned.append(w.create_time())
-        except psutil.Error:
-            continue
+    spawned = job.spawn_times()
     # the workers of the moment trained a step: they must stop with a checkpoint
     was_training = len(spawned) == 2 and bool(job.metrics.seen) and \
         job.metrics.seen[-1].t > max(spawned)

@@ -197,6 +197,16 @@ class Job:
     def workers(self) -> list[psutil.Process]:
         return [w for m in self.machines for w in m.workers()]
 
+    def spawn_times(self) -> list[float]:
+        """When each live worker was created (a worker that ends meanwhile is left out)."""
+        out = []
+        for w in self.workers():
+            try:
+                out.append(w.create_time())
+            except psutil.Error:
+                continue
+        return out
+
     def worker_of_rank(self, rank: int) -> psutil.Process | None:
         for w in self.workers():
             try:

@@ -118,12 +118,7 @@ def phases(job: Job, t_fault: float, t_step: float) -> dict[str, float]:
     noticed = [ln.t for ln in job.lines_since(t_fault) if ln.t <= t_step and (
         "failed (exitcode" in ln.text or "launcher exited" in ln.text
         or "death signal" in ln.text)]
-    spawned = []
-    for w in job.workers():
-        try:
-            spawned.append(w.create_time())
-        except psutil.Error:
-            continue
+    spawned = job.spawn_times()
     t_spawn = max(spawned) if spawned else None
     if noticed:
         out["detect_s"] = round(noticed[0] - t_fault, 2)
