@@ -97,3 +97,32 @@ def test_the_traversal_rows_name_the_factor_each_code_captures_best(run):
         assert factor == report["best_factor"][code] == report["factors"][mi.index(max(mi))]
         assert share == f"{max(mi):.2f}"
     assert picture.height == 3 * 33 + 1  # 32x32 sprites and their padding, three rows
+
+
+def test_the_protocol_shares_the_prefix_scores_both_arms_and_resumes(run, tmp_path):
+    """benchmarks/dsprites_protocol.py at toy size (6 iterations, the regulariser from
+    iteration 5; the smoke MLP): the two arms continue one prefix, only infogan_cr trains
+    the CR discriminator, both are scored, and a second call redoes nothing."""
+    out = tmp_path / "protocol"
+    cmd = [str(VENV_BIN / "python"), str(ROOT / "benchmarks/dsprites_protocol.py"),
+           "--shards", str(run / "sprites"), "--out", str(out), "--config",
+           str(ROOT / "configs/smoke.yaml"), "--seeds", "0", "--steps", "6", "--jobs", "2",
+           "--fraction", FRACTION, "loss.extra={contrastive: 1.0}", "latent.categorical=[]",
+           "latent.continuous=3", "log.every=1"]
+    first = run_ok(cmd, env=launch_env(), timeout=600)
+    res = json.loads((out / "results.json").read_text())
+    assert (res["steps"], res["cr_start"]) == (6, 5)
+    assert [(r["arm"], r["seed"]) for r in res["rows"]] == [("infogan", 0), ("infogan_cr", 0)]
+    assert all(0 <= r[s] <= 1 for r in res["rows"] for s in SCORES)
+    home = out / "seed0"
+    for arm in ("infogan", "infogan_cr"):  # the prefix's checkpoint is where both went on
+        assert (home / arm / "checkpoints/step-00000005/COMPLETE").exists()
+        assert "at step 5" in (out / f"seed0_{arm}.log").read_text()
+    plain, cr = metrics(home / "infogan"), metrics(home / "infogan_cr")
+    assert [m["step"] for m in plain] == [m["step"] for m in cr] == [1, 2, 3, 4, 5, 6]
+    assert plain[:5] == cr[:5]  # the shared prefix, logged once and copied
+    assert "loss/cr" in cr[5] and "loss/cr" not in plain[5]
+    assert "| **infogan_cr** | median |" in first.stdout
+    again = run_ok(cmd, env=launch_env(), timeout=300)
+    assert "done " not in again.stdout and first.stdout.endswith(again.stdout)
+    assert json.loads((out / "results.json").read_text()) == res

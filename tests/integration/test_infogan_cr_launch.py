@@ -12,7 +12,10 @@ starts the term mid-run (loss.extra_start 5, a 4-step ramp):
   with gradients that are 0 up to rounding, which Adam's first steps turn into moves of
   up to ~1e-4 that differ with the summation order (so 1e-5 does not hold for it, with
   or without this extension);
-- resuming with another set of extension parts is refused before any process group.
+- resuming with another set of extension parts is refused before any process group;
+- before loss.extra_start a run with the regulariser trains what the run without it
+  trains, bit for bit (in one process): what lets benchmarks/dsprites_protocol.py share
+  that prefix between its InfoGAN and InfoGAN-CR arms.
 """
 
 from __future__ import annotations
@@ -145,3 +148,35 @@ def test_resume_with_other_extension_parts_is_refused_before_any_process_group(r
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1, lines
     assert "extension parts [cr]" in lines[0] and "loss.extra builds []" in lines[0]
+
+
+def test_before_its_start_the_regulariser_changes_nothing_bit_for_bit(runs, tmp_path):
+    """The CR discriminator is built after G and D and neither it nor the pair draws
+    touch what G and D see before loss.extra_start: G, D and their Adams equal those of
+    the plain run. After the start they differ (the assertion has teeth)."""
+    from infogan_dist.choices import load_config
+    from infogan_dist.data import read_index
+    from infogan_dist.trainer import Trainer
+
+    def fit(name, start, steps):
+        cfg = load_config(ROOT / SMOKE, [
+            *opts(runs.shards, tmp_path, name, *CONV, f"train.max_steps={steps}",
+                  "checkpoint.every=100", "log.wandb=off", "log.progress=false"),
+            *(() if start else ("loss.extra={}", "loss.extra_start={}", "loss.extra_ramp={}")),
+            *((f"loss.extra_start={{contrastive: {start}}}",) if start else ())])
+        assert Trainer(cfg, read_index(cfg.data.shards)).fit() == "complete"
+        ck = tmp_path / name / "checkpoints" / f"step-{steps:08d}"
+        state = checkpoint_state(ck)
+        # G (model; generator: its copy for sampling), D (model_1), their Adams
+        # (optimizer, optimizer_1); the CR part (model_2, optimizer_2) exists only with it
+        kept = ("model.safetensors", "generator.safetensors", "model_1.safetensors",
+                "optimizer.bin", "optimizer_1.bin")
+        return {k: v for k, v in state.items() if k.split(":")[0] in kept}
+
+    plain, before = fit("plain", 0, 4), fit("cr_later", 100, 4)
+    assert plain and sorted(plain) == sorted(before)
+    assert any(k.startswith("optimizer_1.bin:") for k in plain)  # G's Adam is compared
+    differ = [k for k in plain if not torch.equal(bits(plain[k]), bits(before[k]))]
+    assert not differ, f"{len(differ)} of {len(plain)} tensors differ, e.g. {differ[:5]}"
+    after = fit("cr_on", 2, 4)
+    assert any(not torch.equal(bits(plain[k]), bits(after[k])) for k in plain)
