@@ -14,7 +14,9 @@ never on (its start put at `steps`). That saves seeds x START iterations (about 
 of the protocol's compute) and pairs the arms: per seed they differ only in what the
 regulariser did. Each training is `accelerate launch --config_file launch/cpu.yaml
 train.py --config CONFIG ...` (the commands are in OUT/protocol.log), each score
-`infogan eval --checkpoint ... --disentanglement --json`.
+`infogan eval --checkpoint ... --disentanglement --json`. The full length on one GPU:
+
+    python benchmarks/dsprites_protocol.py --steps 322560 --launch launch/gpu.yaml --jobs 1
 
 Run it again after an interruption: every training resumes from its last checkpoint
 (train.resume=auto), and what is finished (a final checkpoint, a scores.json) is kept.
@@ -83,7 +85,7 @@ def plan(args: argparse.Namespace, start: int) -> list[Task]:
 
     def train(seed: int, name: str, steps: int, cr_start: int) -> list[str]:
         return [str(BIN / "accelerate"), "launch", "--config_file",
-                str(ROOT / "launch/cpu.yaml"), str(ROOT / "train.py"), "--config", args.config,
+                str(ROOT / args.launch), str(ROOT / "train.py"), "--config", args.config,
                 f"run.output_dir={args.out / f'seed{seed}'}", f"run.name={name}",
                 f"run.seed={seed}", f"train.max_steps={steps}",
                 f"loss.extra_start={{contrastive: {cr_start}}}", *common]
@@ -200,6 +202,8 @@ def main() -> int:
     p.add_argument("--config", default=str(ROOT / "configs/dsprites.yaml"))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--launch", default="launch/cpu.yaml",
+                   help="accelerate config of each training (launch/gpu.yaml: one GPU)")
     p.add_argument("--jobs", type=int, default=2, help="trainings/scorings at once")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each")
     p.add_argument("--fraction", type=float, default=1.0,
