@@ -114,13 +114,18 @@ def plan(args: argparse.Namespace, start: int) -> list[Task]:
     return tasks
 
 
+def part_log(log: Path, task: Task) -> Path:
+    """The log of one part (its stderr, and its stdout unless that is the output)."""
+    return log.with_name(task.name.replace("/", "_") + ".log")
+
+
 def execute(task: Task, log: Path, env: dict[str, str]) -> int:
     if task.before:
         task.before()
     with open(log, "a") as f:
         f.write(f"\n# {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC {task.name}\n"
                 f"{' '.join(task.cmd)}\n")
-    err = log.with_name(task.name.replace("/", "_") + ".log")
+    err = part_log(log, task)
     began = time.monotonic()
     with open(err, "a") as stderr:
         r = subprocess.run(task.cmd, cwd=ROOT, env=env, text=True, stderr=stderr,
@@ -158,8 +163,8 @@ def run_all(tasks: list[Task], jobs: int, log: Path, env: dict[str, str]) -> lis
                     print(f"done {t.name}", flush=True)
                 else:
                     failed.append(t.name)
-                    print(f"FAILED {t.name} (exit {fut.result()}): see "
-                          f"{log.with_name(t.name.replace('/', '_') + '.log')}", flush=True)
+                    print(f"FAILED {t.name} (exit {fut.result()}): see {part_log(log, t)}",
+                          flush=True)
     return failed + [t.name + " (not started)" for t in todo]
 
 
@@ -210,7 +215,12 @@ def main() -> int:
                    help="--disentanglement-fraction of the scores (1: disentanglement_lib's)")
     p.add_argument("overrides", nargs="*", help="more config overrides for every training")
     args = p.parse_args()
-    args.seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        print(f"error: --seeds {args.seeds!r}: give integers separated by commas, e.g. 0,1,2",
+              file=sys.stderr)
+        return 2
     args.out, args.shards = args.out.resolve(), args.shards.resolve()
     if not (args.shards / "index.json").exists():
         print(f"error: {args.shards}/index.json not found; make the shards with `infogan "
