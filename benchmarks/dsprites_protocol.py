@@ -42,6 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from infogan_dist.checkpoint import is_complete, step_dir  # noqa: E402
+
 BIN = Path(sys.executable).parent
 SCORES = ("factorvae", "mig", "dci", "sap")
 ARMS = ("infogan", "infogan_cr")
@@ -59,12 +63,8 @@ class Task:
     done: object = None  # () -> bool
 
 
-def step_dir(run: Path, step: int) -> Path:
-    return run / "checkpoints" / f"step-{step:08d}"
-
-
 def finished(run: Path, step: int) -> bool:
-    return (step_dir(run, step) / "COMPLETE").exists()
+    return is_complete(step_dir(run, step))
 
 
 def copy_prefix(prefix: Path, arm: Path) -> None:
