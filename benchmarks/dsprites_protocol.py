@@ -236,8 +236,9 @@ def main() -> int:
         return 1
     res = results(args, start)
     (args.out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
-    (args.out / "results.md").write_text(table(res))
-    print(table(res), end="")
+    text = table(res)
+    (args.out / "results.md").write_text(text)
+    print(text, end="")
     return 0
 
 
