@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config.schema import EvalConfig
 from .data import to_float
 from .data.factors import FactorSet
 from .data.labelled import load_labelled_factors
@@ -34,7 +35,7 @@ from .fid import distributed_features
 from .latent import LatentSpace
 from .scores import eval_mode
 
-DEFAULT_BATCH = 500
+DEFAULT_BATCH = EvalConfig.disentanglement_batch  # images per Q forward (schema.py: why)
 
 
 def code_names(space: LatentSpace) -> list[str]:

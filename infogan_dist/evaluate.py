@@ -46,7 +46,7 @@ import torch
 
 from . import redact
 from .checkpoint import check_files, load_for_inference, pick_device, read_config, read_holds
-from .config.schema import MAX_FID_SAMPLES
+from .config.schema import MAX_FID_SAMPLES, EvalConfig
 from .data import stores
 from .data.labelled import eval_shards, load_labelled
 from .latent import LatentSpace
@@ -98,6 +98,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of disentanglement_lib's sample counts (default 1: theirs)")
     p.add_argument("--disentanglement-seed", type=int, default=0,
                    help="seed of the scores' sampling (default 0)")
+    p.add_argument("--disentanglement-batch", type=int,
+                   default=EvalConfig.disentanglement_batch,
+                   help=f"images per Q forward of the scores (default "
+                        f"{EvalConfig.disentanglement_batch}, eval.disentanglement_batch's)")
     p.add_argument("--raw-generator", action="store_true",
                    help="score the trained G (generator.safetensors), not its EMA "
                         "(generator_ema.safetensors, the default when the checkpoint has one)")
@@ -105,8 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    for flag in ("batch", "disentanglement_batch"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if not 1 <= args.samples <= MAX_SAMPLES:
         raise ValueError(f"--samples must be 1..{MAX_SAMPLES}, got {args.samples}")
     if args.fid and not args.features:
@@ -162,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
         fid_report["disentanglement"] = scores(
             loaded.D, loaded.space, factor_images, device, args.disentanglement_seed,
-            args.disentanglement_fraction, args.batch)
+            args.disentanglement_fraction, args.disentanglement_batch)
     pictures: list[str] = []
     if not args.no_pictures:
         from .pictures import factor_labels, save_pictures

@@ -69,6 +69,11 @@ def test_shards_without_factors_are_refused_in_one_line(run, tmp_path):
                        env=launch_env(), timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"shards {digits} have no factor classes" in r.stderr
+    r = subprocess.run([INFOGAN, "eval", "--checkpoint", str(checkpoint), "--disentanglement",
+                        "--disentanglement-batch", "0"], capture_output=True, text=True,
+                       cwd=ROOT, env=launch_env(), timeout=300)
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "infogan eval: error: --disentanglement-batch must be >= 1, got 0", r.stderr
     r = subprocess.run(
         [str(VENV_BIN / "python"), str(ROOT / "train.py"), "--config",
          str(ROOT / "configs/smoke.yaml"), f"data.shards={digits}",

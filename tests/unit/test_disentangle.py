@@ -244,6 +244,8 @@ def test_dci_agrees_with_a_loop_implementation(grid):
         r[:, k] = np.abs(model.feature_importances_)
         test_acc.append(np.mean(model.predict(z_test) == f_test[:, k]))
     assert got["informativeness_test"] == pytest.approx(np.mean(test_acc), abs=AGREE)
+    # column k is factor k's (the pool fits the factors with most classes first)
+    np.testing.assert_allclose(got["importance"], r, atol=AGREE)
     total = r.sum()
     want = sum((1 - entropy_base(r[i] + 1e-11, len(SIZES))) * r[i].sum() / total
                for i in range(d))
