@@ -45,6 +45,7 @@ from .config import (
 )
 from .config import resume_conflicts as _conflicts
 from .config.schema import best_direction
+from .errors import naming
 from .guard import Diverged, TrainingFailed, nonfinite
 
 PREFIX = "step-"
@@ -92,7 +93,7 @@ def step_dir(run_dir: Path, step: int) -> Path:
 
 def write_text_durably(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w") as f:
+    with naming(path), open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -8,6 +8,10 @@ and what to do. Entry points print it and exit 2, never a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class ConfigError(ValueError):
     """A bad config file, key or value. The message is one line meant for the user."""
@@ -24,3 +28,16 @@ class Outage(Exception):
 
 
 EX_TEMPFAIL = 75  # the exit status of an outage (sysexits.h): try again later
+
+
+@contextmanager
+def naming(path: Path | str) -> Iterator[None]:
+    """An OSError inside names `path` when it named no file: a buffered write's flush or
+    a library's save (PIL) raises ENOSPC with no filename, and the one line that reports
+    a full disk must say which file it could not write."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None

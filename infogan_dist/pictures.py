@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
+from .errors import naming
 from .latent import Latent, LatentSpace, keyed_generator
 
 
@@ -107,8 +108,9 @@ def _replace(path: Path, write: Callable[[Path], None]) -> None:
     between the two leaves the temporary file: `clean_stale_tmp` at the next start."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with naming(path):  # a full disk's one line names the picture
+            write(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -37,6 +37,7 @@ import torch
 
 from . import redact, runlock
 from .config import Config
+from .errors import naming
 from .guard import Diverged
 
 
@@ -190,11 +191,8 @@ class Tracker:
 
 def append_line(path: Path, line: str) -> None:
     """Appends one row; an OSError (a full disk, ...) names the file, for its one line."""
-    try:
-        with open(path, "a") as f:
-            f.write(line + "\n")
-    except OSError as e:
-        raise OSError(e.errno, e.strerror, str(path)) from None
+    with naming(path), open(path, "a") as f:
+        f.write(line + "\n")
 
 
 def truncate_metrics(path: Path, step: int) -> int:
