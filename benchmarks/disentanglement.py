@@ -1,9 +1,9 @@
 """Times the disentanglement scores of one model, phase by phase (for an idle machine:
 timings on a shared one mean nothing).
 
-    .venv/bin/infogan prepare-data --out data/sprites --sprites      # once: 737,280 images
-    .venv/bin/python benchmarks/disentanglement.py --shards data/sprites
-    .venv/bin/python benchmarks/disentanglement.py --shards data/sprites \\
+    .venv/bin/infogan prepare-data --out data/dsprites --sprites      # once: 737,280 images
+    .venv/bin/python benchmarks/disentanglement.py --shards data/dsprites
+    .venv/bin/python benchmarks/disentanglement.py --shards data/dsprites \\
         --checkpoint runs/dsprites/checkpoints/step-00010000 --json out.json
     time .venv/bin/infogan eval --checkpoint runs/dsprites/checkpoints/step-00010000 \\
         --disentanglement --no-pictures          # the whole command, as users run it

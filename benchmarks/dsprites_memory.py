@@ -1,8 +1,8 @@
 """Resident memory of holding a shard set the way memory mode and the disentanglement
 scores do (a measurement of memory, not of time: a busy machine does not change it).
 
-    .venv/bin/infogan prepare-data --out data/sprites --sprites
-    .venv/bin/python benchmarks/dsprites_memory.py data/sprites [--factors]
+    .venv/bin/infogan prepare-data --out data/dsprites --sprites
+    .venv/bin/python benchmarks/dsprites_memory.py data/dsprites [--factors]
 
 Prints one JSON object: the process's RSS before and after a memory-mode load
 (MemorySource, one process, its first batch drawn), the peak RSS of the forked decoding

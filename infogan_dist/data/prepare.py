@@ -9,7 +9,7 @@
         --images t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz
     infogan prepare-data --out data/dsprites \
         --dsprites dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz
-    infogan prepare-data --out data/sprites --sprites
+    infogan prepare-data --out data/dsprites --sprites
 
 Output: DIR/shard-NNNNNN.tar (per sample `{key}.png`, with labels `{key}.cls`, with
 factors `{key}.factors`) and DIR/index.json, written last and atomically so a
