@@ -8,10 +8,10 @@ starts the term mid-run (loss.extra_start 5, a 4-step ramp):
   runs every step), with BatchNorm in the CR discriminator's trunk (infogan_mnist's);
 - a run stopped at step 10 (after the term started) and resumed continues bit for bit;
 - 1 rank and 2 ranks train the same model (world-size invariant pairs), on the smoke
-  MLP as test_ddp_sync.py's invariance test: infogan_mnist's ReLU G leaves some weights
+  MLP as test_ddp_sync.py's invariance test (infogan_mnist's ReLU G leaves more weights
   with gradients that are 0 up to rounding, which Adam's first steps turn into moves of
-  up to ~1e-4 that differ with the summation order (so 1e-5 does not hold for it, with
-  or without this extension);
+  up to ~1e-4 that differ with the summation order); all but a few elements in 1e5
+  agree within 1e-5, not every one (see the test);
 - resuming with another set of extension parts is refused before any process group;
 - before loss.extra_start a run with the regulariser trains what the run without it
   trains, bit for bit (in one process): what lets benchmarks/dsprites_protocol.py share
@@ -107,17 +107,21 @@ def test_two_ranks_stay_bitwise_identical_with_the_cr_discriminator(runs):
 
 
 def test_one_rank_and_two_ranks_train_the_same_model(runs):
-    """The pairs are rows of one global draw: generator, D and CR discriminator agree
-    within 5e-5. Not 1e-5 (test_ddp_sync.py's bound without extensions): Adam divides
-    by sqrt(v) + 1e-8, so gradients that are 0 up to rounding (~1e-10) become moves of
-    ~1e-5 whose sign follows the summation order, which differs with the world size
-    (measured 2026-12-03: 1.1e-5 in G's output layer, 1.4e-5 in the CR discriminator's
-    first layer, the same at steps 10 and 20: a floor, not a drift)."""
+    """The pairs are rows of one global draw: in generator, D and CR discriminator at most
+    1 element in 1,000 differs by more than 1e-5 between 1 and 2 ranks. Not a bound on
+    every element: Adam divides by sqrt(v) + 1e-8, so a gradient that is 0 up to rounding
+    (~1e-10) becomes a move of ~1e-5 whose sign follows the summation order, which differs
+    with the world size, and how far such an element goes depends on the CPU's rounding
+    (measured 2026-12-05 on an Intel Xeon and in CI: 7.1e-5 in the CR discriminator's first
+    layer; 1.4e-5 on 2026-12-03 on an AMD EPYC). Measured 2026-12-05: 1, 0 and 3 elements
+    of 113,123, 53,770 and 104,290 beyond 1e-5; with each rank taking the first rows of the
+    draw instead of its own, 99.6%, 92.8% and 98.9%."""
     for f in ("generator.safetensors", "model_1.safetensors", "model_2.safetensors"):
         one, two = (load_file(str(final(runs, n) / f)) for n in ("mlp1", "mlp2"))
         assert one.keys() == two.keys()
-        worst = max((one[k].double() - two[k].double()).abs().max().item() for k in one)
-        assert worst <= 5e-5, (f, worst)
+        diff = torch.cat([(one[k].double() - two[k].double()).abs().flatten() for k in one])
+        beyond = int((diff > 1e-5).sum())
+        assert beyond <= diff.numel() // 1000, (f, beyond, diff.numel(), diff.max().item())
     # the bound has teeth: the 10 steps with the term on moved the CR discriminator
     start = load_file(str(runs.root / "mlp1/checkpoints/step-00000010/model_2.safetensors"))
     end = load_file(str(final(runs, "mlp1") / "model_2.safetensors"))
