@@ -10,8 +10,7 @@ starts the term mid-run (loss.extra_start 5, a 4-step ramp):
 - 1 rank and 2 ranks train the same model (world-size invariant pairs), on the smoke
   MLP as test_ddp_sync.py's invariance test (infogan_mnist's ReLU G leaves more weights
   with gradients that are 0 up to rounding, which Adam's first steps turn into moves of
-  up to ~1e-4 that differ with the summation order); all but a few elements in 1e5
-  agree within 1e-5, not every one (see the test);
+  up to ~1e-4 that differ with the summation order), by tests.helpers' rule;
 - resuming with another set of extension parts is refused before any process group;
 - before loss.extra_start a run with the regulariser trains what the run without it
   trains, bit for bit (in one process): what lets benchmarks/dsprites_protocol.py share
@@ -30,7 +29,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import ROOT, free_port, launch_env, make_shards, metrics, train
+from tests.helpers import (
+    ROOT,
+    assert_trained_alike,
+    free_port,
+    launch_env,
+    make_shards,
+    metrics,
+    train,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -107,21 +114,14 @@ def test_two_ranks_stay_bitwise_identical_with_the_cr_discriminator(runs):
 
 
 def test_one_rank_and_two_ranks_train_the_same_model(runs):
-    """The pairs are rows of one global draw: in generator, D and CR discriminator at most
-    1 element in 1,000 differs by more than 1e-5 between 1 and 2 ranks. Not a bound on
-    every element: Adam divides by sqrt(v) + 1e-8, so a gradient that is 0 up to rounding
-    (~1e-10) becomes a move of ~1e-5 whose sign follows the summation order, which differs
-    with the world size, and how far such an element goes depends on the CPU's rounding
-    (measured 2026-12-05 on an Intel Xeon and in CI: 7.1e-5 in the CR discriminator's first
-    layer; 1.4e-5 on 2026-12-03 on an AMD EPYC). Measured 2026-12-05: 1, 0 and 3 elements
-    of 113,123, 53,770 and 104,290 beyond 1e-5; with each rank taking the first rows of the
-    draw instead of its own, 99.6%, 92.8% and 98.9%."""
+    """The pairs are rows of one global draw: generator, D and CR discriminator trained
+    alike on 1 and 2 ranks (tests.helpers.assert_trained_alike). Measured 2026-12-05 on an
+    Intel Xeon: 1, 0 and 3 elements of 113,120 / 53,770 / 104,290 beyond 1e-5 (at most
+    7.1e-5, in the CR discriminator's first layer); with each rank taking the first rows of
+    the draw instead of its own, 99.6%, 92.8% and 98.9%."""
     for f in ("generator.safetensors", "model_1.safetensors", "model_2.safetensors"):
         one, two = (load_file(str(final(runs, n) / f)) for n in ("mlp1", "mlp2"))
-        assert one.keys() == two.keys()
-        diff = torch.cat([(one[k].double() - two[k].double()).abs().flatten() for k in one])
-        beyond = int((diff > 1e-5).sum())
-        assert beyond <= diff.numel() // 1000, (f, beyond, diff.numel(), diff.max().item())
+        assert_trained_alike(one, two, f"{f}: ")
     # the bound has teeth: the 10 steps with the term on moved the CR discriminator
     start = load_file(str(runs.root / "mlp1/checkpoints/step-00000010/model_2.safetensors"))
     end = load_file(str(final(runs, "mlp1") / "model_2.safetensors"))

@@ -22,6 +22,7 @@ from infogan_dist.data import read_index
 from infogan_dist.data.stream import plan_epoch
 from tests.helpers import (
     ROOT,
+    assert_trained_alike,
     free_port,
     launch_env,
     make_shards,
@@ -117,25 +118,6 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
     assert not differ, f"{len(differ)} of {len(a)} entries differ, e.g. {differ[:5]}"
 
 
-def assert_close_state(a: dict, b: dict, atol: float = 1e-5) -> None:
-    assert sorted(a) == sorted(b), set(a) ^ set(b)
-    worst, where = 0.0, None
-    for k in a:
-        x, y = a[k], b[k]
-        if torch.is_tensor(x) and x.is_floating_point():
-            assert x.dtype == y.dtype and x.shape == y.shape, k
-            d = (x.double() - y.double()).abs().max().item() if x.numel() else 0.0
-            if d > worst:
-                worst, where = d, k
-        elif torch.is_tensor(x):
-            assert torch.equal(x, y), k
-        else:
-            assert x == y, (k, x, y)
-    assert worst <= atol, f"largest difference {worst:.3g} in {where}"
-
-
-
-
 # --- fixtures -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -200,8 +182,8 @@ def test_resume_across_world_sizes(runs, saved, resumed):
 
     resumed_state = saved_tensors(step_dir(run, 2 * N))
     for ref in (1, 2):  # world-size invariant: matches the uninterrupted run on either
-        assert_close_state(saved_tensors(step_dir(runs.live / f"full{ref}", 2 * N)),
-                           resumed_state, atol=1e-5)
+        assert_trained_alike(saved_tensors(step_dir(runs.live / f"full{ref}", 2 * N)),
+                             resumed_state, f"full{ref}: ")
 
 
 # --- 3. stream mode -----------------------------------------------------------------------------
