@@ -225,8 +225,10 @@ def format_report(report: dict[str, Any], space: LatentSpace) -> str:
     lines = [
         f"checkpoint {report['checkpoint']} (step {report['step']}, {report['generator']}) "
         f"on {report['device']}",
-        f"{report['images']} labelled images from {report['data']}; "
-        f"{report['samples']} fresh latents for MI / MSE",
+        # without a categorical code there is no accuracy to score, so no labelled images
+        (f"{report['images']} labelled images from {report['data']}"
+         if report["data"] is not None else "no labelled images (no categorical code)")
+        + f"; {report['samples']} fresh latents for MI / MSE",
         "",
         f"{'code':<6}{'kind':<12}{'accuracy':>10}{'MI (nats)':>11}{'max MI':>9}{'MSE':>9}",
     ]

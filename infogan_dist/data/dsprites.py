@@ -19,6 +19,8 @@ import numpy as np
 
 from .sprites import NAMES
 
+_NPZ_FIX = "download DeepMind's dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz again"
+
 COLUMNS = ["color", *NAMES]
 
 
@@ -48,6 +50,12 @@ def read_dsprites(path: str | Path
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dSprites archive {path} not found")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK"):
+        # numpy would take it for a pickle and suggest allow_pickle=True: never for a download
+        raise ValueError(f"dSprites archive {path}: not a readable .npz archive (no zip "
+                         f"header); {_NPZ_FIX}")
     try:
         npz = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:

@@ -219,6 +219,7 @@ def test_a_file_that_is_no_archive_is_one_line_exit_2(tmp_path, capsys, content,
     assert cli.main(["prepare-data", "--out", str(tmp_path / "o"), "--dsprites", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err and needle in err, err
+    assert "pickle" not in err  # numpy's advice to unpickle is never passed on
     assert not (tmp_path / "o").exists()
 
 

@@ -11,6 +11,7 @@ from infogan_dist import checkpoint as ckpt
 from infogan_dist.checkpoint import load_for_inference as load_checkpoint
 from infogan_dist.cli import main
 from infogan_dist.config import Config, LatentConfig, ModelConfig, save_config
+from infogan_dist.evaluate import format_report
 from infogan_dist.latent import LatentSpace
 from infogan_dist.models import build_models
 from infogan_dist.pictures import category_grid, traversal_grid
@@ -107,6 +108,20 @@ def test_evaluate_codes_keeps_eval_mode_of_a_module_already_in_eval():
     assert set(out) == {"eval/acc/c1", "eval/mi/c1"}
     assert not G.training and D.training
     assert set(evaluate_codes(G, D, space, None, None, "cpu", samples=8)) == {"eval/mi/c1"}
+
+
+def test_the_report_says_plainly_when_no_labelled_images_were_scored():
+    """Without a categorical code eval reads no labels: the report says so (it printed
+    "0 labelled images from None")."""
+    space = LatentSpace(LatentConfig(noise_dim=4, categorical=[], continuous=2))
+    report = {"checkpoint": "ck", "step": 5, "generator": "generator.safetensors",
+              "device": "cpu", "images": 0, "data": None, "samples": 64, "pictures": [],
+              "codes": {name: {"mi": -0.39, "mse": 0.33} for name in space.cont_names}}
+    lines = format_report(report, space).splitlines()
+    assert lines[1] == "no labelled images (no categorical code); 64 fresh latents for MI / MSE"
+    report = {**report, "images": 12, "data": "data/x"}
+    assert format_report(report, space).splitlines()[1] == (
+        "12 labelled images from data/x; 64 fresh latents for MI / MSE")
 
 
 def test_grid_shapes():
