@@ -199,7 +199,31 @@ def table(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, in one line (None: nothing); parses --seeds and
+    resolves the paths. Checked before anything is written or started."""
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        return f"--seeds {args.seeds!r}: give integers separated by commas, e.g. 0,1,2"
+    if len(set(args.seeds)) != len(args.seeds):
+        return f"--seeds {','.join(map(str, args.seeds))}: a seed is given twice"
+    # from 5 iterations on the regulariser's start (steps x 288,000 / 322,560, rounded)
+    # falls before the end, so the two arms differ
+    for name, value, least in (("--steps", args.steps, 5), ("--jobs", args.jobs, 1),
+                               ("--threads", args.threads, 1)):
+        if value < least:
+            return f"{name} must be >= {least}, got {value}"
+    if not 0 < args.fraction <= 1:
+        return f"--fraction must be in (0, 1], got {args.fraction}"
+    args.out, args.shards = args.out.resolve(), args.shards.resolve()
+    if not (args.shards / "index.json").exists():
+        return (f"{args.shards}/index.json not found; make the shards with `infogan "
+                f"prepare-data --sprites --out {args.shards}`")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shards", type=Path, default=Path("data/dsprites"))
@@ -214,17 +238,10 @@ def main() -> int:
     p.add_argument("--fraction", type=float, default=1.0,
                    help="--disentanglement-fraction of the scores (1: disentanglement_lib's)")
     p.add_argument("overrides", nargs="*", help="more config overrides for every training")
-    args = p.parse_args()
-    try:
-        args.seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        print(f"error: --seeds {args.seeds!r}: give integers separated by commas, e.g. 0,1,2",
-              file=sys.stderr)
-        return 2
-    args.out, args.shards = args.out.resolve(), args.shards.resolve()
-    if not (args.shards / "index.json").exists():
-        print(f"error: {args.shards}/index.json not found; make the shards with `infogan "
-              f"prepare-data --sprites --out {args.shards}`", file=sys.stderr)
+    args = p.parse_args(argv)
+    wrong = check(args)
+    if wrong:
+        print(f"error: {wrong}", file=sys.stderr)
         return 2
     start = round(args.steps * AUTHORS_START / AUTHORS_STEPS)
     args.out.mkdir(parents=True, exist_ok=True)

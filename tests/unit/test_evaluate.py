@@ -339,3 +339,29 @@ def test_sample_refuses_a_code_given_twice(fake_checkpoint, tmp_path, capsys, ar
     err = capsys.readouterr().err
     assert err == f"infogan sample: error: {msg}\n"
     assert not out.exists()
+
+
+# --- benchmarks/dsprites_protocol.py: arguments ----------------------------------------
+@pytest.mark.parametrize("args, needle", [
+    (["--seeds", "0,x"], "--seeds '0,x': give integers"),
+    (["--seeds", "1,1"], "--seeds 1,1: a seed is given twice"),
+    (["--steps", "4"], "--steps must be >= 5, got 4"),
+    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--fraction", "0"], "--fraction must be in (0, 1], got 0.0"),
+    (["--shards", "nowhere"], "nowhere/index.json not found; make the shards with"),
+], ids=["seeds", "seed-twice", "steps", "jobs", "threads", "fraction", "shards"])
+def test_protocol_arguments_are_one_line_exit_2_before_anything_starts(tmp_path, capsys, args,
+                                                                        needle):
+    """(--jobs 0 was a ValueError traceback from the thread pool, after the output
+    directory had been made.)"""
+    from benchmarks.dsprites_protocol import main as protocol
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "index.json").write_text("{}")
+    out = tmp_path / "out"
+    assert protocol(["--shards", str(shards), "--out", str(out), "--steps", "10", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
+    assert not out.exists()
