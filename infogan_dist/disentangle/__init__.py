@@ -39,10 +39,17 @@ class Score:
     key: int
 
     def scaled_sizes(self, fraction: float) -> dict[str, int]:
-        """The point and vote counts times `fraction` (at least 2 each); points per
-        FactorVAE vote stay as they are (they define the vote, not its precision)."""
-        return {k: v if k == "batch_size" else max(2, round(v * fraction))
+        """The point and vote counts times `fraction` (at least MIN_POINTS each); points
+        per FactorVAE vote stay as they are (they define the vote, not its precision)."""
+        return {k: v if k == "batch_size" else max(MIN_POINTS, round(v * fraction))
                 for k, v in self.sizes.items()}
+
+
+# The fewest points (or votes) a scaled count gets. With 2 (the floor until 2026-12-06) a
+# factor often took one class among the points: SAP's SVM refused to fit and MIG divided
+# by a zero entropy. Among 50 uniform draws of a factor of >= 2 classes that has
+# probability <= 2^-49. disentanglement_lib's counts (fraction 1) are all far above it.
+MIN_POINTS = 50
 
 
 # name -> Score; `infogan eval --disentanglement` and the metric "disentanglement" run all

@@ -75,6 +75,10 @@ def mig_of(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_BINS) -> 
         raise ValueError("MIG needs at least 2 code dimensions")
     top = np.sort(m, axis=0)[::-1]
     h = entropy(factors)
+    if (h == 0).any():  # the MI gap would be 0 / 0
+        k = int(np.argmax(h == 0))
+        raise ValueError(f"MIG: factor {k} takes one class among the {len(factors)} points; "
+                         "sample more points")
     per_factor = (top[0] - top[1]) / h
     return {"mig": float(per_factor.mean()), "mig_per_factor": per_factor.tolist(),
             "mi_matrix": m.tolist(), "entropy": h.tolist()}

@@ -17,6 +17,8 @@ from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 
 from infogan_dist.disentangle import (
+    MIN_POINTS,
+    SCORES,
     FactorData,
     dci,
     factorvae,
@@ -275,3 +277,17 @@ def test_sap_agrees_with_a_loop_implementation(grid):
         accs.sort()
         gaps.append(accs[-1] - accs[-2])
     assert got["sap"] == pytest.approx(sum(gaps) / len(gaps), abs=AGREE)
+
+
+def test_a_tiny_fraction_still_gives_every_score_enough_points(grid):
+    """Each scaled count is at least MIN_POINTS: with 2 points (the old floor) a factor
+    took one class among them, and SAP's SVM refused to fit (a traceback through `infogan
+    eval --disentanglement-fraction 0.0001`) while MIG divided by a zero entropy."""
+    data, f = grid
+    for name in SCORES.names():
+        assert all(v >= MIN_POINTS for k, v in SCORES[name].scaled_sizes(1e-6).items()
+                   if k != "batch_size"), name
+    out = score_all(standardised(f), data, seed=0, fraction=1e-6)
+    assert all(0 <= out[name][name] <= 1 for name in SCORES.names())
+    with pytest.raises(ValueError, match="MIG: factor 1 takes one class among the 4 points"):
+        mig.mig_of(np.eye(4)[:, :2], np.array([[0, 1], [1, 1], [0, 1], [1, 1]]))
