@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -51,7 +52,17 @@ def infogan_cr_d(codes: int = 5) -> Discriminator:
     return Discriminator(trunk, nn.Linear(128, 1), q)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Bad input (a flag, a missing shard directory or checkpoint): one line, exit 2."""
+    try:
+        run(argv)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(argv: list[str] | None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shards", required=True, help="shards with factor classes")
     p.add_argument("--checkpoint", default=None, help="a checkpoints/step-N directory")
@@ -60,7 +71,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="images per Q forward")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="write the phases and scores here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if not 0 < args.fraction <= 1:
+        raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
 
     if args.checkpoint:
         from infogan_dist.checkpoint import load_for_inference
@@ -99,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

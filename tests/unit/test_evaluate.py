@@ -365,3 +365,19 @@ def test_protocol_arguments_are_one_line_exit_2_before_anything_starts(tmp_path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
     assert not out.exists()
+
+
+# --- benchmarks/disentanglement.py: arguments ------------------------------------------
+@pytest.mark.parametrize("args, needle", [
+    (["--batch", "0"], "--batch must be >= 1, got 0"),
+    (["--fraction", "2"], "--fraction must be in (0, 1], got 2.0"),
+    (["--checkpoint", "nowhere"], "checkpoint directory nowhere does not exist"),
+    ([], "shard directory"),
+], ids=["batch", "fraction", "checkpoint", "shards"])
+def test_the_scores_benchmark_answers_bad_input_in_one_line(tmp_path, capsys, args, needle):
+    """(each was a traceback)"""
+    from benchmarks.disentanglement import main as bench
+
+    assert bench(["--shards", str(tmp_path / "none"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
