@@ -90,18 +90,29 @@ class FactorImages:
     data: FactorData  # observations = rows
     set: FactorSet
     spec: str
+    constant: list[str]  # the factors that take one value here, left out of the scores
 
     @classmethod
     def load(cls, spec: str) -> FactorImages:
-        """ShardError (one line) for shards without factors or without every combination."""
+        """ShardError (one line) for shards without factors, without every combination or
+        with fewer than 2 factors that vary. A factor of one value (e.g. `--sprites
+        --factor-sizes 3,1,40,32,32`) is no factor of variation: it is left out, as
+        disentanglement_lib leaves out dSprites' color."""
         fs = load_labelled_factors(spec)
+        sizes, names = [int(s) for s in fs.spec.sizes], list(fs.spec.names)
+        kept = [k for k, size in enumerate(sizes) if size > 1]
+        constant = [names[k] for k in range(len(sizes)) if k not in kept]
+        if len(kept) < 2:
+            raise ShardError(f"shards {spec}: factor sizes {sizes} ({', '.join(names)}): "
+                             f"{len(kept)} factor(s) vary, the scores need 2 or more; make "
+                             "shards where they do")
         try:
-            data = FactorData.from_factors(fs.factors, fs.spec.sizes, fs.spec.names,
-                                           what=f"shards {spec}")
+            data = FactorData.from_factors(fs.factors[:, kept], [sizes[k] for k in kept],
+                                           [names[k] for k in kept], what=f"shards {spec}")
         except ValueError as e:
             raise ShardError(f"{e}; use shards with all of them (prepare-data without "
                              "--limit/--offset)") from None
-        return cls(data, fs, spec)
+        return cls(data, fs, spec, constant)
 
 
 def scores(D: nn.Module, space: LatentSpace, images: FactorImages, device: torch.device | str,
@@ -121,7 +132,7 @@ def scores(D: nn.Module, space: LatentSpace, images: FactorImages, device: torch
         **{name: float(details[name][name]) for name in SCORES.names()},
         "details": details,
         "codes": names,
-        "factors": images.data.names,
+        "factors": images.data.names, "constant_factors": images.constant,
         "mi_normalised": mi.tolist(),
         "best_factor": {c: images.data.names[int(np.argmax(mi[i]))] for i, c in enumerate(names)},
         "data": images.spec, "images": len(held), "image_shape": expected,

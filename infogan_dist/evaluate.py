@@ -269,6 +269,8 @@ def format_disentanglement(d: dict[str, Any]) -> list[str]:
              f"{d['fraction']:g} x disentanglement_lib's sample counts; "
              f"{d['codes_computed']} images through Q)",
              "  ".join(f"{k} {d[k]:.4f}" for k in ("factorvae", "mig", "dci", "sap")),
+             *([f"left out (one value in these shards): {', '.join(d['constant_factors'])}"]
+               if d.get("constant_factors") else []),
              "", "MI / H(factor) of each code (rows) and factor (columns):",
              f"{'code':<6}" + "".join(f"{f:>13}" for f in d["factors"]) + "  best"]
     for i, code in enumerate(d["codes"]):

@@ -47,7 +47,13 @@ def _check_factors(spec: str, index: ShardIndex) -> None:
             f"log.eval_metrics has disentanglement, which needs shards with factor "
             f"classes, but {spec} has none; set data.eval_shards to shards made by "
             "`infogan prepare-data --dsprites FILE.npz` or `--sprites`")
-    combinations = math.prod(int(s) for s in index.factors.get("sizes", []))
+    sizes = [int(s) for s in index.factors.get("sizes", [])]
+    if sum(s > 1 for s in sizes) < 2:  # a factor of one value is left out of the scores
+        raise ConfigError(
+            f"log.eval_metrics has disentanglement, which needs 2 or more factors that "
+            f"vary, but the factor sizes of {spec} are {sizes}; set data.eval_shards to "
+            "shards where they do")
+    combinations = math.prod(sizes)
     if index.total < combinations:
         raise ConfigError(
             f"log.eval_metrics has disentanglement, which samples all {combinations} factor "

@@ -127,3 +127,41 @@ def test_shards_without_every_combination_are_refused_before_and_at_scoring(shar
     preflight(load_config(None, overrides[:1] + overrides[2:]))  # the whole grid: fine
     with pytest.raises(ShardError, match=r"holds 300 of the 384 factor combinations.*missing"):
         FactorImages.load(str(subset))
+
+
+def test_a_factor_of_one_value_is_left_out_of_the_scores(tmp_path):
+    """`--sprites --factor-sizes 3,1,2,2,2`: scale takes one value, so it is no factor of
+    variation and the scores leave it out, as disentanglement_lib does with dSprites'
+    color (it was refused: "factor sizes ... must be >= 2"); fewer than 2 varying
+    factors are refused in one line."""
+    from infogan_dist.data.shards import ShardError
+    from infogan_dist.evaluate import format_disentanglement
+
+    def make(sizes, name):
+        images, factors, values = generate(sizes, 32)
+        write_shards(images, factors[:, 0].astype(np.int64), tmp_path / name, 100, "test", 3,
+                     factors, {"names": NAMES, "sizes": sizes, "values": values})
+        return str(tmp_path / name)
+
+    images = FactorImages.load(make([3, 1, 2, 2, 2], "one_scale"))
+    assert images.data.names == ["shape", "orientation", "pos_x", "pos_y"]
+    assert images.data.sizes == [3, 2, 2, 2] and images.constant == ["scale"]
+    D, space = model()
+    report = scores(D, space, images, "cpu", seed=0, fraction=FRACTION, batch=BATCH)
+    assert report["factors"] == images.data.names and report["constant_factors"] == ["scale"]
+    assert np.asarray(report["mi_normalised"]).shape == (4, 4)
+    assert all(0 <= report[name] <= 1 for name in ("factorvae", "mig", "dci", "sap"))
+    assert "left out (one value in these shards): scale" in format_disentanglement(report)
+    shape_only = make([3, 1, 1, 1, 1], "shape_only")
+    with pytest.raises(ShardError, match=r"factor sizes \[3, 1, 1, 1, 1\] .*1 factor\(s\) "
+                                         r"vary, the scores need 2 or more"):
+        FactorImages.load(shape_only)
+    # and a training that would score them refuses to start
+    from infogan_dist.config import ConfigError, load_config
+    from infogan_dist.preflight import preflight
+
+    with pytest.raises(ConfigError, match=r"needs 2 or more factors that vary, but the factor "
+                                          r"sizes of .*shape_only are \[3, 1, 1, 1, 1\]"):
+        preflight(load_config(None, [f"data.shards={shape_only}", f"run.output_dir={tmp_path}",
+                                     "log.eval_every=5", "log.eval_metrics=[disentanglement]",
+                                     "model.arch=mlp"]))
